@@ -1,0 +1,424 @@
+"""The embedding API: :class:`Orchestrator`.
+
+>>> from ferry import Orchestrator
+>>> orch = Orchestrator()                      # SQLite + the simulated demo cluster
+>>> migration = orch.live_migrate("web-1")     # waits; raises a typed error if it failed
+>>> migration.status, migration.destination
+('completed', 'node-3')
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from taskflow import engines, states
+from taskflow import exceptions as tf_exc
+from taskflow.persistence import models as tf_models
+
+from ferry import errors
+from ferry.clock import Clock, SystemClock
+from ferry.config import MigrationSettings, Settings, load_settings
+from ferry.context import Callback, Context, Event, EventBus
+from ferry.drivers.base import Driver
+from ferry.drivers.registry import DriverRegistry
+from ferry.flows import constants as c
+from ferry.flows.live_migration import get_live_migration_flow
+from ferry.model import Host, Instance, Migration, MigrationRequest, MigrationStatus, PhaseState
+from ferry.persistence.db import Database, default_database_url
+from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
+from ferry.persistence.taskflow_backend import FerryBackend
+from ferry.tasks.validate import validate_request
+
+LOG = logging.getLogger(__name__)
+STORE_META_KEY = "ferry_store"
+_PHASE_EVENTS = {
+    states.RUNNING: "phase_started",
+    states.SUCCESS: "phase_done",
+    states.FAILURE: "phase_failed",
+    states.REVERTED: "phase_reverted",
+}
+
+
+class MigrationHandle:
+    """A migration running in a background thread (``live_migrate(..., wait=False)``)."""
+
+    def __init__(self, orchestrator: Orchestrator, migration_id: str,
+                 future: concurrent.futures.Future[Migration]) -> None:
+        self.id = migration_id
+        self._orch = orchestrator
+        self._future = future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> Migration:
+        """The final record; raises the migration's typed error like ``live_migrate(wait=True)``."""
+        return self._future.result(timeout)
+
+    @property
+    def migration(self) -> Migration:
+        """The record as it is now."""
+        return self._orch.get(self.id)
+
+    def abort(self) -> Migration:
+        return self._orch.abort(self.id)
+
+    def __repr__(self) -> str:
+        return f"MigrationHandle({self.id!r}, done={self.done()})"
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps this runner's lease alive; suspends the engine if the lease is lost."""
+
+    def __init__(self, leases: LeaseRepository, migration_id: str, owner: str, ttl: float) -> None:
+        super().__init__(name=f"ferry-lease-{migration_id[:8]}", daemon=True)
+        self.leases, self.migration_id, self.owner, self.ttl = leases, migration_id, owner, ttl
+        self.engine: Any = None
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.ttl / 3):
+            try:
+                ok = self.leases.renew(self.migration_id, self.owner, self.ttl)
+            except Exception:
+                LOG.exception("migration %s: lease renewal failed", self.migration_id)
+                continue
+            if not ok:
+                LOG.error("migration %s: lease lost; stopping this runner", self.migration_id)
+                self.lost = True
+                if self.engine is not None:
+                    self.engine.suspend()
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+class Orchestrator:
+    """Runs, resumes, aborts and reports live migrations.
+
+    Build it from a config file (``Orchestrator(config="ferry.toml")``), from settings, or from
+    arguments: a database URL and your own drivers (``drivers=[...]``). Without anything it uses
+    ``$FERRY_DB``/``$FERRY_CONFIG`` or an SQLite file and the simulated demo cluster.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        settings: Settings | None = None,
+        drivers: Iterable[Driver] | DriverRegistry | None = None,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        on_event: Callback | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings(config)
+        self.db = Database(database_url or self.settings.database_url or default_database_url())
+        self.db.upgrade()
+        if isinstance(drivers, DriverRegistry):
+            self.drivers = drivers
+        elif drivers is not None:
+            self.drivers = DriverRegistry(drivers)
+        else:
+            self.drivers = DriverRegistry.from_settings(self.settings, self.db)
+        if clock is None:
+            clock = next((d.clock for d in self.drivers.drivers if hasattr(d, "clock")), SystemClock())
+        self.clock: Clock = clock
+        self.events = EventBus()
+        if on_event is not None:
+            self.events.subscribe(on_event)
+        self.migrations = MigrationRepository(self.db)
+        self.migrations.on_status(
+            lambda mid, status, detail: self.events.emit(
+                Event(kind="status", migration_id=mid, status=status, detail=detail)))
+        self.claims = ClaimRepository(self.db)
+        self.leases = LeaseRepository(self.db)
+        self.backend = FerryBackend(self.db)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.context = Context(db=self.db, settings=self.settings, drivers=self.drivers, clock=self.clock,
+                               migrations=self.migrations, claims=self.claims, events=self.events)
+        self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="ferry-run")
+        self._handles: dict[str, MigrationHandle] = {}
+
+    # ------------------------------------------------------------------ queries
+    def subscribe(self, callback: Callback) -> Any:
+        """Call ``callback(event)`` for phase, progress and status events; returns unsubscribe."""
+        return self.events.subscribe(callback)
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """Every host with capacity, usage and what migrations in flight have claimed on it."""
+        infos = self.drivers.host_infos()
+        claimed = self.claims.claimed()
+        out = []
+        for h in infos:
+            cv, cm, cd = claimed.get(h.name, (0, 0, 0))
+            out.append(dict(h.to_dict(), claimed_vcpus=cv, claimed_memory_mb=cm, claimed_disk_gb=cd))
+        return out
+
+    def instances(self) -> list[Instance]:
+        return self.drivers.list_instances()
+
+    def get(self, migration_id: str) -> Migration:
+        """The migration record with its phases (state, seconds, error) from the logbook."""
+        record = self.migrations.get(migration_id)
+        record.phases = self._phases(migration_id)
+        return record
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[Migration]:
+        if status is not None and status not in {s.value for s in MigrationStatus}:
+            raise errors.ConfigError(
+                f"unknown status {status!r}; one of {', '.join(s.value for s in MigrationStatus)}")
+        return self.migrations.list(status=status, limit=limit)
+
+    def _phases(self, migration_id: str) -> list[PhaseState]:
+        try:
+            with contextlib.closing(self.backend.get_connection()) as conn:
+                atoms = {ad.name: ad for ad in conn.get_atoms_for_flow(migration_id)}
+        except tf_exc.StorageFailure:
+            return []
+        phases = []
+        for name in c.ALL_ATOMS:
+            ad = atoms.get(name)
+            if ad is None:
+                continue
+            ts = (ad.meta or {}).get("timestamps", {})
+            start = ts.get(states.RUNNING)
+            end = ts.get(states.SUCCESS) or ts.get(states.FAILURE)
+            seconds = round(end - start, 3) if start and end and end >= start else None
+            error = ad.failure.exception_str if ad.failure is not None else None
+            phases.append(PhaseState(name=name, state=ad.state or states.PENDING, seconds=seconds, error=error))
+        return phases
+
+    # ---------------------------------------------------------------- migrate
+    def live_migrate(
+        self,
+        instance: str,
+        destination: str | None = None,
+        block_migration: bool | None = None,
+        wait: bool = True,
+        *,
+        max_attempts: int | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Any:
+        """Live-migrate ``instance`` (name or UUID) to ``destination`` (None = the scheduler picks).
+
+        Bad requests raise at once and change nothing: InstanceNotFound, InstanceInvalidState,
+        HostNotFound, ComputeHostUnavailable, UnableToMigrateToSelf, MigrationInProgress,
+        ConfigError. With ``wait=True`` returns the completed :class:`Migration` or raises the
+        migration's typed error (NoValidHost, MigrationPreCheckError, MigrationCancelled,
+        MigrationFailed), whose ``migration`` attribute holds the record. With ``wait=False``
+        returns a :class:`MigrationHandle` at once; the run goes on in a background thread.
+        """
+        migration_id = self.create(instance, destination, block_migration,
+                                   max_attempts=max_attempts, overrides=overrides)
+        if wait:
+            return self._run(migration_id)
+        return self._background(migration_id)
+
+    def create(self, instance: str, destination: str | None = None, block_migration: bool | None = None,
+               *, max_attempts: int | None = None, overrides: dict[str, Any] | None = None,
+               status: MigrationStatus = MigrationStatus.ACCEPTED) -> str:
+        """Validate the request, create the record, the instance lock and the logbook; run nothing.
+
+        Returns the migration id (a runner such as :meth:`resume` or a conductor runs it).
+        """
+        policy = self.settings.migration.with_overrides(overrides)
+        if max_attempts is not None:
+            if max_attempts < 0:
+                raise errors.ConfigError("max_attempts must be >= 0")
+            policy = dataclasses.replace(policy, max_attempts=max_attempts)
+        request = MigrationRequest(instance=instance, destination=destination, block_migration=block_migration,
+                                   max_attempts=max_attempts, overrides=dict(overrides or {}))
+        inst = self.drivers.find_instance(instance)
+        validate_request(self.context, inst, request)
+        migration_id = str(uuid.uuid4())
+        self.migrations.create(migration_id, inst, request.to_dict(), status=status)
+        try:
+            self._save_logbook(migration_id, request.to_dict(), dataclasses.asdict(policy))
+        except Exception:
+            # the run cannot exist without its logbook: leave nothing half made
+            self.migrations.set_status(migration_id, MigrationStatus.FAILED,
+                                       detail="could not create the logbook", error="could not create the logbook")
+            self.migrations.release_lock(inst.uuid, migration_id)
+            raise
+        return migration_id
+
+    def _save_logbook(self, migration_id: str, request: dict[str, Any], policy: dict[str, Any]) -> None:
+        book = tf_models.LogBook(f"migration-{migration_id}", uuid=migration_id)
+        fd = tf_models.FlowDetail(c.FLOW_NAME, uuid=migration_id)
+        fd.meta = {STORE_META_KEY: {c.MIGRATION_ID: migration_id, c.REQUEST: request, c.SETTINGS: policy}}
+        book.add(fd)
+        engines.save_factory_details(fd, get_live_migration_flow, [], {}, backend=None)
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            conn.save_logbook(book)
+
+    # ----------------------------------------------------------------- resume
+    def resume(self, migration_id: str, wait: bool = True) -> Any:
+        """Continue a run left behind (a crashed process, or one created without running).
+
+        Raises MigrationInProgress while another runner's lease is live. A finished migration is
+        returned as it is.
+        """
+        record = self.migrations.get(migration_id)
+        if record.done and self._flow_state(migration_id) in (states.SUCCESS, states.REVERTED, None):
+            return record if wait else self._finished_handle(record)
+        if wait:
+            return self._run(migration_id)
+        return self._background(migration_id)
+
+    def _flow_state(self, migration_id: str) -> str | None:
+        try:
+            with contextlib.closing(self.backend.get_connection()) as conn:
+                return str(conn.get_flow_details(migration_id, lazy=True).state or states.PENDING)
+        except tf_exc.NotFound:
+            return None
+
+    def _finished_handle(self, record: Migration) -> MigrationHandle:
+        fut: concurrent.futures.Future[Migration] = concurrent.futures.Future()
+        fut.set_result(record)
+        return MigrationHandle(self, record.id, fut)
+
+    def abort(self, migration_id: str) -> Migration:
+        """Ask the migration to stop and revert (the VM stays on the source).
+
+        Works from any process: the runner notices within one poll. A migration nobody is running
+        is reverted here and now. Raises AbortTooLate after the switchover.
+        """
+        record = self.migrations.get(migration_id)
+        if record.done:
+            if record.status == MigrationStatus.CANCELLED:
+                return record
+            raise errors.AbortTooLate(migration_id, record.status)
+        if record.status == MigrationStatus.POST_MIGRATING:
+            raise errors.AbortTooLate(migration_id, "past the switchover")
+        self.migrations.request_abort(migration_id)
+        handle = self._handles.get(migration_id)
+        if handle is not None:
+            with contextlib.suppress(errors.FerryError):
+                handle.wait()
+        elif self.leases.live(migration_id) is None:
+            with contextlib.suppress(errors.FerryError):
+                self._run(migration_id)
+        return self.get(migration_id)
+
+    # ------------------------------------------------------------------ runner
+    def _background(self, migration_id: str) -> MigrationHandle:
+        future = self._pool.submit(self._run, migration_id)
+        handle = MigrationHandle(self, migration_id, future)
+        self._handles[migration_id] = handle
+        future.add_done_callback(lambda _f: self._handles.pop(migration_id, None))
+        return handle
+
+    def _run(self, migration_id: str) -> Migration:
+        ttl = self.settings.runner.lease_seconds
+        if not self.leases.acquire(migration_id, self.owner, ttl):
+            lease = self.leases.get(migration_id) or {}
+            left = max(0.0, float(lease.get("expires_at", 0)) - time.time())
+            raise errors.MigrationInProgress(
+                f"migration {migration_id} is being run by {lease.get('owner', 'another runner')} "
+                f"(its lease expires in {left:.0f} s unless renewed)")
+        heartbeat = _Heartbeat(self.leases, migration_id, self.owner, ttl)
+        failure: BaseException | None = None
+        try:
+            engine = self._load_engine(migration_id)
+            heartbeat.engine = engine
+            heartbeat.start()
+            try:
+                engine.run()
+            except Exception as exc:
+                failure = exc
+            if heartbeat.lost:
+                raise errors.LeaseLost(
+                    f"migration {migration_id}: this runner lost its lease; another runner continues it")
+        finally:
+            heartbeat.stop()
+            self.leases.release(migration_id, self.owner)
+        record = self.get(migration_id)
+        return self._outcome(record, failure)
+
+    def _load_engine(self, migration_id: str) -> Any:
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            try:
+                book = conn.get_logbook(migration_id)
+            except tf_exc.NotFound:
+                book = None
+        if book is None or book.find(migration_id) is None:
+            # crashed between the record and the logbook: rebuild the logbook from the record
+            record = self.migrations.get(migration_id)
+            request = self.migrations.field(migration_id, "request")
+            policy = self.settings.migration.with_overrides(request.get("overrides"))
+            if request.get("max_attempts") is not None:
+                policy = dataclasses.replace(policy, max_attempts=int(request["max_attempts"]))
+            self._save_logbook(record.id, request, dataclasses.asdict(policy))
+            with contextlib.closing(self.backend.get_connection()) as conn:
+                book = conn.get_logbook(migration_id)
+        fd = book.find(migration_id)
+        store = dict(fd.meta.get(STORE_META_KEY, {}))
+        engine = engines.load_from_detail(fd, store=store, backend=self.backend, engine="serial")
+        engine.storage.inject({c.CONTEXT: self.context}, transient=True)
+
+        def on_atom(state: str, details: dict[str, Any]) -> None:
+            kind = _PHASE_EVENTS.get(state)
+            if kind:
+                self.events.emit(Event(kind=kind, migration_id=migration_id, phase=details.get("atom_name")))
+
+        engine.atom_notifier.register(tf_notifier_any(), on_atom)
+        return engine
+
+    def _outcome(self, record: Migration, failure: BaseException | None) -> Migration:
+        if record.status == MigrationStatus.COMPLETED:
+            return record
+        exc = _unwrap(failure)
+        error: errors.FerryError
+        if record.status == MigrationStatus.CANCELLED:
+            error = errors.MigrationCancelled(record.id)
+        elif isinstance(exc, errors.NoValidHost):
+            error = exc
+        elif isinstance(exc, errors.MigrationPreCheckError) and not record.requested_destination:
+            error = errors.NoValidHost({a.host: a.reason or "" for a in record.attempts if a.outcome == "rejected"})
+        elif isinstance(exc, errors.FerryError) and record.status == MigrationStatus.FAILED:
+            error = exc
+        else:
+            error = errors.MigrationFailed(record.id, record.status, record.error or (str(exc) if exc else ""))
+        error.migration = record  # type: ignore[attr-defined]
+        raise error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.drivers.close()
+        self.db.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tf_notifier_any() -> Any:
+    from taskflow.types import notifier
+
+    return notifier.Notifier.ANY
+
+
+def _unwrap(exc: BaseException | None) -> BaseException | None:
+    if isinstance(exc, tf_exc.WrappedFailure):
+        for f in exc:
+            if f.exception is not None:
+                return f.exception
+    return exc
+
+
+__all__ = ["MigrationHandle", "MigrationSettings", "Orchestrator"]

@@ -1,0 +1,446 @@
+"""The ``ferry`` command. Errors print one line on stderr and exit non-zero; ``--json`` prints
+machine-readable output; the exit code of ``migrate``/``resume``/``demo`` is 0 only when the
+migration completed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from ferry import errors
+from ferry.model import Migration
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+#: the demo cluster's VM whose first-choice destination fails its check (see demo_cluster.toml)
+DEMO_VM = "web-1"
+
+
+def demo_database_url() -> str:
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "ferry"
+    return f"sqlite:///{base / 'demo.db'}"
+
+
+class State:
+    def __init__(self, db: str | None, config: str | None, verbose: int) -> None:
+        self.db = db
+        self.config = config
+        self.verbose = verbose
+        self._orch: Any = None
+
+    def orchestrator(self, database_url: str | None = None) -> Any:
+        if self._orch is None:
+            from ferry.api import Orchestrator
+
+            self._orch = Orchestrator(database_url or self.db, config=self.config)
+        return self._orch
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    err_console.print(f"ferry: error: {message}", style="red", highlight=False, markup=False)
+    sys.exit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ferry errors into one line on stderr and a non-zero exit."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors.ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except errors.FerryError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; the migration can be continued with `ferry resume ID`", 130)
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def migration_json(m: Migration) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "status": m.status,
+        "instance": m.instance_name or m.instance,
+        "instance_uuid": m.instance,
+        "source": m.source,
+        "destination": m.destination,
+        "requested_destination": m.requested_destination,
+        "block_migration": m.block_migration,
+        "attempts": [{"host": a.host, "outcome": a.outcome, "reason": a.reason} for a in m.attempts],
+        "phases": [{"name": p.name, "state": p.state, "seconds": p.seconds, "error": p.error} for p in m.phases],
+        "history": [{"status": h.status, "at": h.at, "detail": h.detail} for h in m.history],
+        "progress": m.progress,
+        "error": m.error,
+        "leftovers": m.leftovers,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+    }
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="FERRY_DB", metavar="URL", help="Database URL (env FERRY_DB).")
+@click.option("--config", envvar="FERRY_CONFIG", metavar="FILE", help="Config file (env FERRY_CONFIG).")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="ferry")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, config: str | None, verbose: int) -> None:
+    """Live-migrate running virtual machines between hypervisor hosts."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        for noisy in ("taskflow", "alembic", "stevedore"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    ctx.obj = State(db, config, verbose)
+
+
+# ------------------------------------------------------------------ progress UI
+class ProgressView:
+    """A live bar: phase, memory %, iteration, downtime, ETA."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<20}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            transient=False,
+            disable=quiet,
+        )
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> ProgressView:
+        self.progress.__enter__()
+        self.task = self.progress.add_task("migration", total=100, phase="starting", detail="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_event(self, event: Any) -> None:
+        if self.task is None:
+            return
+        if event.kind == "phase_started" and event.phase:
+            self.progress.update(self.task, phase=event.phase)
+        elif event.kind == "progress":
+            d = event.data
+            eta = d.get("eta_s")
+            detail = (f"{d.get('memory_processed_mb', 0):.0f}/{d.get('memory_total_mb', 0):.0f} MiB  "
+                      f"iter {d.get('iteration', 0)}  downtime {d.get('downtime_ms', 0)} ms"
+                      + (f"  ETA {eta:.1f}s" if eta is not None else ""))
+            self.progress.update(self.task, completed=d.get("percent", 0.0), detail=detail)
+        elif event.kind == "status" and event.status == "completed":
+            self.progress.update(self.task, completed=100, phase="completed")
+        elif event.kind == "status" and event.status in ("failed", "cancelled", "error"):
+            self.progress.update(self.task, phase=event.status)
+
+
+def run_with_progress(orch: Any, start: Callable[[], Any], as_json: bool) -> None:
+    view = ProgressView(quiet=as_json or not console.is_terminal and os.environ.get("FERRY_PROGRESS") != "1")
+    unsubscribe = orch.subscribe(view.on_event)
+    migration: Migration | None = None
+    failure: errors.FerryError | None = None
+    try:
+        with view:
+            migration = start()
+    except errors.FerryError as exc:
+        migration = getattr(exc, "migration", None)
+        if migration is None:
+            raise
+        failure = exc
+    finally:
+        unsubscribe()
+    assert migration is not None
+    migration = orch.get(migration.id)
+    if as_json:
+        emit_json(migration_json(migration))
+    else:
+        print_migration(migration)
+    if failure is not None:
+        fail(str(failure))
+    if migration.status != "completed":
+        sys.exit(EXIT_FAILED)
+
+
+# --------------------------------------------------------------------- output
+def print_migration(m: Migration) -> None:
+    colour = {"completed": "green", "failed": "red", "error": "red", "cancelled": "yellow"}.get(m.status, "cyan")
+    console.print(f"[bold]migration[/bold] {m.id}  [{colour}]{m.status}[/{colour}]")
+    console.print(f"  instance     {m.instance_name} ({m.instance})", highlight=False)
+    console.print(f"  source       {m.source}", highlight=False)
+    console.print(f"  destination  {m.destination or '-'}"
+                  + (f" (requested {m.requested_destination})" if m.requested_destination else ""),
+                  highlight=False)
+    if m.block_migration is not None:
+        console.print(f"  block migration  {'yes' if m.block_migration else 'no'}")
+    if m.phases:
+        t = Table(title="phases", title_justify="left", show_edge=False)
+        t.add_column("phase")
+        t.add_column("state")
+        t.add_column("seconds", justify="right")
+        t.add_column("error", overflow="fold")
+        for p in m.phases:
+            st = {"SUCCESS": "green", "FAILURE": "red", "REVERTED": "yellow", "RUNNING": "cyan"}.get(p.state, "")
+            t.add_row(p.name, f"[{st}]{p.state}[/{st}]" if st else p.state,
+                      f"{p.seconds:.3f}" if p.seconds is not None else "", p.error or "")
+        console.print(t)
+    if m.attempts:
+        t = Table(title="hosts tried", title_justify="left", show_edge=False)
+        t.add_column("host")
+        t.add_column("outcome")
+        t.add_column("reason", overflow="fold")
+        for a in m.attempts:
+            t.add_row(a.host, a.outcome, a.reason or "")
+        console.print(t)
+    if m.history:
+        t = Table(title="status history", title_justify="left", show_edge=False)
+        t.add_column("at")
+        t.add_column("status")
+        t.add_column("detail", overflow="fold")
+        for h in m.history:
+            t.add_row(time.strftime("%H:%M:%S", time.localtime(h.at)) + f".{int(h.at * 1000) % 1000:03d}",
+                      h.status, h.detail or "")
+        console.print(t)
+    result = (m.progress or {}).get("result")
+    if result:
+        console.print(f"  transfer: {result.get('iterations')} iteration(s), downtime {result.get('downtime_ms')} ms, "
+                      f"{result.get('elapsed_s')} s (simulated), lever: {result.get('lever')}", highlight=False)
+    if m.error:
+        console.print(f"  [red]error[/red]: {m.error}", highlight=False)
+    for left in m.leftovers:
+        console.print(f"  [red]left over[/red]: {left}", highlight=False)
+
+
+# ------------------------------------------------------------------- commands
+@cli.command()
+@click.option("--speed", type=float, default=None, help="Simulated seconds per wall second.")
+@click.option("--json", "as_json", is_flag=True, help="Print the migration as JSON.")
+@click.pass_obj
+@guarded
+def demo(state: State, speed: float | None, as_json: bool) -> None:
+    """Migrate a VM on the simulated cluster; its first-choice destination fails its check, so
+    the reschedule shows."""
+    from ferry.api import Orchestrator
+    from ferry.config import load_settings
+
+    settings = load_settings(state.config)
+    if speed is not None:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, simulated=dataclasses.replace(settings.simulated, speed=speed))
+    url = state.db or demo_database_url()
+    orch = Orchestrator(url, settings=settings)
+    sim = next((d for d in orch.drivers.drivers if d.name == "simulated"), None)
+    if sim is None:
+        fail("the demo runs on the simulated cluster; remove [[hosts]] from the config")
+    sim.reset()  # type: ignore[union-attr]
+    if not as_json:
+        console.print(f"[bold]ferry demo[/bold]: simulated cluster reset in {orch.db}")
+        print_hosts(orch.hosts())
+        console.print(f"Live-migrating [bold]{DEMO_VM}[/bold]; the scheduler's first choice will fail "
+                      "its destination check, so watch the reschedule.\n")
+    run_with_progress(orch, lambda: orch.live_migrate(DEMO_VM), as_json)
+
+
+def print_hosts(hosts: list[dict[str, Any]]) -> None:
+    t = Table(show_edge=False)
+    for col in ("host", "driver", "hypervisor", "up", "enabled", "vCPUs used/total",
+                "RAM MiB used/total", "claimed MiB", "storage"):
+        t.add_column(col)
+    for h in hosts:
+        t.add_row(h["name"], h["driver"], f"{h['hypervisor_type']} {h['hypervisor_version']}",
+                  "yes" if h["up"] else "[red]no[/red]", "yes" if h["enabled"] else "no",
+                  f"{h['vcpus_used']}/{h['vcpus']}", f"{h['memory_mb_used']}/{h['memory_mb']}",
+                  str(h["claimed_memory_mb"]), h.get("storage_group") or "local")
+    console.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def hosts(state: State, as_json: bool) -> None:
+    """Hosts with capacity, usage and claims."""
+    data = state.orchestrator().hosts()
+    if as_json:
+        emit_json(data)
+    else:
+        print_hosts(data)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def instances(state: State, as_json: bool) -> None:
+    """Instances and where they run."""
+    data = [i.to_dict() for i in state.orchestrator().instances()]
+    if as_json:
+        emit_json(data)
+        return
+    t = Table(show_edge=False)
+    for col in ("name", "uuid", "host", "state", "vCPUs", "RAM MiB", "disk GiB"):
+        t.add_column(col)
+    for i in data:
+        t.add_row(i["name"], i["uuid"], i["host"], i["power_state"], str(i["vcpus"]), str(i["memory_mb"]),
+                  str(i["disk_gb"]))
+    console.print(t)
+
+
+@cli.command()
+@click.argument("vm")
+@click.option("--to", "destination", metavar="HOST", help="Force the destination (checks still run).")
+@click.option("--block-migrate/--no-block-migrate", "block_migration", default=None,
+              help="Copy local disks too (default: decided by the destination check).")
+@click.option("--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.")
+@click.option("--detach", is_flag=True, help="Print the migration id and return; it runs in the background.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def migrate(state: State, vm: str, destination: str | None, block_migration: bool | None,
+            max_attempts: int | None, overrides: tuple[str, ...], detach: bool, as_json: bool) -> None:
+    """Live-migrate VM (name or UUID)."""
+    orch = state.orchestrator()
+    parsed = parse_overrides(overrides)
+    if detach:
+        mid = orch.create(vm, destination, block_migration, max_attempts=max_attempts, overrides=parsed)
+        spawn_resume(state, mid)
+        if as_json:
+            emit_json({"id": mid, "status": "accepted"})
+        else:
+            click.echo(mid)
+        return
+    run_with_progress(orch, lambda: orch.live_migrate(vm, destination, block_migration,
+                                                       max_attempts=max_attempts, overrides=parsed), as_json)
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise errors.ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        value: Any
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def spawn_resume(state: State, migration_id: str) -> None:
+    """Run the migration in a detached process that outlives this command."""
+    args = [sys.executable, "-m", "ferry"]
+    if state.db:
+        args += ["--db", state.db]
+    if state.config:
+        args += ["--config", state.config]
+    args += ["resume", migration_id, "--quiet"]
+    subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
+@cli.command(name="list")
+@click.option("--status", default=None, help="Only migrations with this status.")
+@click.option("--limit", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def list_(state: State, status: str | None, limit: int | None, as_json: bool) -> None:
+    """Migrations, newest first."""
+    items = state.orchestrator().list(status=status, limit=limit)
+    if as_json:
+        emit_json([migration_json(m) for m in items])
+        return
+    t = Table(show_edge=False)
+    for col in ("id", "status", "instance", "source", "destination", "progress", "created"):
+        t.add_column(col)
+    for m in items:
+        pct = (m.progress or {}).get("percent")
+        t.add_row(m.id, m.status, m.instance_name or m.instance, m.source or "", m.destination or "",
+                  f"{pct:.0f}%" if pct is not None else "", time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                          time.localtime(m.created_at)))
+    console.print(t)
+
+
+@cli.command()
+@click.argument("migration_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def show(state: State, migration_id: str, as_json: bool) -> None:
+    """One migration: phases, hosts tried and why, status history, error."""
+    m = state.orchestrator().get(migration_id)
+    if as_json:
+        emit_json(migration_json(m))
+    else:
+        print_migration(m)
+
+
+@cli.command()
+@click.argument("migration_id")
+@click.option("--quiet", is_flag=True, help="No progress bar (for detached runs).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def resume(state: State, migration_id: str, quiet: bool, as_json: bool) -> None:
+    """Continue a migration whose runner died."""
+    orch = state.orchestrator()
+    if quiet:
+        try:
+            m = orch.resume(migration_id)
+        except errors.FerryError as exc:
+            m = getattr(exc, "migration", None)
+            if m is None:
+                raise
+        sys.exit(0 if m.status == "completed" else EXIT_FAILED)
+    run_with_progress(orch, lambda: orch.resume(migration_id), as_json)
+
+
+@cli.command()
+@click.argument("migration_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def abort(state: State, migration_id: str, as_json: bool) -> None:
+    """Abort a migration before its switchover (the VM stays on the source)."""
+    m = state.orchestrator().abort(migration_id)
+    if as_json:
+        emit_json(migration_json(m))
+    else:
+        msg = "cancelled" if m.status == "cancelled" else f"abort requested (now {m.status})"
+        click.echo(f"migration {m.id}: {msg}")
+
+
+def main() -> None:
+    cli(prog_name="ferry")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,231 @@
+"""TOML configuration -> typed, validated settings. Nothing reads configuration at import time.
+
+The file shape (every section optional)::
+
+    [database]
+    url = "sqlite:///path/ferry.db"          # or postgresql+psycopg://...
+    [migration]                              # defaults as Nova's; per-run overrides on the CLI/API
+    max_attempts = 0                         # 0 = until the hosts run out
+    live_migration_downtime = 500            # ms, the final allowed switchover pause
+    live_migration_downtime_steps = 10
+    live_migration_downtime_delay = 75       # s per GiB of RAM between steps
+    live_migration_completion_timeout = 800  # s per GiB of RAM; 0 = never
+    live_migration_timeout_action = "abort"  # or "force_complete"
+    live_migration_permit_post_copy = false
+    live_migration_permit_auto_converge = false
+    live_migration_bandwidth = 0             # MiB/s, 0 = unlimited
+    [simulated]
+    cluster = "path/cluster.toml"            # optional; the shipped demo cluster otherwise
+    speed = 1.0                              # simulated seconds per wall second; 0 = stepped (tests)
+    [runner]
+    lease_seconds = 30
+    [[hosts]]
+    name = "compute-a"
+    driver = "libvirt"
+    uri = "qemu+tcp://compute-a/system"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferry.errors import ConfigError
+
+CONFIG_ENV = "FERRY_CONFIG"
+DRIVERS = ("simulated", "libvirt", "xenapi")
+TIMEOUT_ACTIONS = ("abort", "force_complete")
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """Per-migration policy. Names follow Nova's ``[libvirt]`` options."""
+
+    max_attempts: int = 0
+    live_migration_downtime: int = 500
+    live_migration_downtime_steps: int = 10
+    live_migration_downtime_delay: int = 75
+    live_migration_completion_timeout: int = 800
+    live_migration_timeout_action: str = "abort"
+    live_migration_permit_post_copy: bool = False
+    live_migration_permit_auto_converge: bool = False
+    live_migration_bandwidth: int = 0
+    poll_interval: float = 0.5
+    post_retries: int = 3
+    post_retry_delay: float = 1.0
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> MigrationSettings:
+        if not overrides:
+            return self
+        return _build(MigrationSettings, {**dataclasses.asdict(self), **overrides}, "migration overrides")
+
+    def validate(self, where: str) -> None:
+        checks = [
+            (self.max_attempts >= 0, "max_attempts must be >= 0"),
+            (self.live_migration_downtime >= 100, "live_migration_downtime must be >= 100 (ms)"),
+            (self.live_migration_downtime_steps >= 3, "live_migration_downtime_steps must be >= 3"),
+            (self.live_migration_downtime_delay >= 3, "live_migration_downtime_delay must be >= 3 (s/GiB)"),
+            (self.live_migration_completion_timeout >= 0, "live_migration_completion_timeout must be >= 0"),
+            (self.live_migration_timeout_action in TIMEOUT_ACTIONS,
+             f"live_migration_timeout_action must be one of {', '.join(TIMEOUT_ACTIONS)}"),
+            (self.live_migration_bandwidth >= 0, "live_migration_bandwidth must be >= 0"),
+            (self.poll_interval > 0, "poll_interval must be > 0"),
+            (self.post_retries >= 1, "post_retries must be >= 1"),
+            (self.post_retry_delay >= 0, "post_retry_delay must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"{where}: {msg}")
+
+
+@dataclass(frozen=True)
+class SimulatedSettings:
+    cluster: str | None = None
+    speed: float = 1.0
+
+    def validate(self, where: str) -> None:
+        if self.speed < 0:
+            raise ConfigError(f"{where}: speed must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    lease_seconds: float = 30.0
+
+    def validate(self, where: str) -> None:
+        if self.lease_seconds < 1:
+            raise ConfigError(f"{where}: lease_seconds must be >= 1")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """A real hypervisor host. Driver-specific keys stay in ``options`` (never secrets themselves:
+    ``password_env`` / ``password_file`` name where a secret is read from)."""
+
+    name: str
+    driver: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
+    simulated: SimulatedSettings = field(default_factory=SimulatedSettings)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    hosts: tuple[HostConfig, ...] = ()
+    path: str | None = None
+
+
+def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        expected = fields[name].type
+        kwargs[name] = _coerce(value, expected, f"{where}: {name}")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
+
+
+def _coerce(value: Any, expected: Any, where: str) -> Any:
+    text = str(expected)
+    if text == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if text == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        return value
+    if text == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        return float(value)
+    if text in ("str", "str | None"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        return value
+    return value
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (or ``$FERRY_CONFIG``; no file = defaults). Raises :class:`ConfigError`."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    data: dict[str, Any] = {}
+    where = "configuration"
+    if chosen:
+        p = Path(chosen).expanduser()
+        where = str(p)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {p} cannot be read: {exc.strerror}") from None
+    settings = parse_settings(data, where, base_dir=Path(chosen).expanduser().parent if chosen else None)
+    if chosen:
+        settings = dataclasses.replace(settings, path=str(Path(chosen).expanduser()))
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    return settings
+
+
+def parse_settings(data: dict[str, Any], where: str = "configuration",
+                   base_dir: Path | None = None) -> Settings:
+    known = {"database", "migration", "simulated", "runner", "hosts"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}")
+    db = data.get("database", {})
+    if not isinstance(db, dict) or set(db) - {"url"}:
+        raise ConfigError(f"{where}: [database] takes only 'url'")
+    url = db.get("url")
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"{where}: [database] url must be a string")
+    migration = _build(MigrationSettings, _table(data, "migration", where), f"{where} [migration]")
+    simulated = _build(SimulatedSettings, _table(data, "simulated", where), f"{where} [simulated]")
+    if simulated.cluster and base_dir is not None and not Path(simulated.cluster).is_absolute():
+        simulated = dataclasses.replace(simulated, cluster=str(base_dir / simulated.cluster))
+    runner = _build(RunnerSettings, _table(data, "runner", where), f"{where} [runner]")
+    hosts = []
+    raw_hosts = data.get("hosts", [])
+    if not isinstance(raw_hosts, list):
+        raise ConfigError(f"{where}: [[hosts]] must be an array of tables")
+    seen: set[str] = set()
+    for i, h in enumerate(raw_hosts):
+        if not isinstance(h, dict) or not isinstance(h.get("name"), str) or not h.get("name"):
+            raise ConfigError(f"{where}: hosts[{i}] needs a name")
+        name = h["name"]
+        driver = h.get("driver")
+        if driver not in DRIVERS:
+            raise ConfigError(f"{where}: host {name!r}: driver must be one of {', '.join(DRIVERS)}")
+        if name in seen:
+            raise ConfigError(f"{where}: host {name!r} is listed twice")
+        seen.add(name)
+        if "password" in h:
+            raise ConfigError(
+                f"{where}: host {name!r}: put no password in the config; use password_env or password_file"
+            )
+        options = {k: v for k, v in h.items() if k not in ("name", "driver")}
+        hosts.append(HostConfig(name=name, driver=driver, options=options))
+    return Settings(database_url=url, migration=migration, simulated=simulated, runner=runner,
+                    hosts=tuple(hosts))
+
+
+def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    return value

@@ -1,0 +1,93 @@
+"""Host name -> driver, built from the config (tests pass their own drivers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from ferry.config import Settings
+from ferry.drivers.base import Driver
+from ferry.errors import ConfigError, HostNotFound, InstanceNotFound
+from ferry.model import Host, Instance
+from ferry.persistence.db import Database
+
+LOG = logging.getLogger(__name__)
+
+
+class DriverRegistry:
+    """Which driver serves which host; finds instances by asking every driver."""
+
+    def __init__(self, drivers: Iterable[Driver]) -> None:
+        self.drivers: list[Driver] = list(drivers)
+        self._by_host: dict[str, Driver] = {}
+        for d in self.drivers:
+            for h in d.hosts():
+                if h in self._by_host:
+                    raise ConfigError(f"host {h!r} is served by two drivers")
+                self._by_host[h] = d
+
+    def hosts(self) -> list[str]:
+        return sorted(self._by_host)
+
+    def driver_for(self, host: str) -> Driver:
+        try:
+            return self._by_host[host]
+        except KeyError:
+            raise HostNotFound(host) from None
+
+    def has_host(self, host: str) -> bool:
+        return host in self._by_host
+
+    def host_info(self, host: str) -> Host:
+        return self.driver_for(host).host_info(host)
+
+    def host_infos(self) -> list[Host]:
+        infos = []
+        for name in self.hosts():
+            try:
+                infos.append(self.host_info(name))
+            except Exception as exc:  # an unreachable host is a down host, not a crash
+                LOG.warning("host %s: cannot read host info: %s", name, exc)
+        return infos
+
+    def find_instance(self, ref: str) -> Instance:
+        for d in self.drivers:
+            inst = d.find_instance(ref)
+            if inst is not None:
+                return inst
+        raise InstanceNotFound(ref)
+
+    def list_instances(self) -> list[Instance]:
+        out: list[Instance] = []
+        for d in self.drivers:
+            out.extend(d.list_instances())
+        return sorted(out, key=lambda i: (i.host or "", i.name))
+
+    def driver_of_instance(self, instance: Instance) -> Driver:
+        return self.driver_for(instance.host)
+
+    def close(self) -> None:
+        for d in self.drivers:
+            try:
+                d.close()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                LOG.exception("closing driver %s", d.name)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database) -> DriverRegistry:
+        """Build the drivers the settings name. The simulated cluster is used when no real
+        hosts are configured; real drivers import their extras only here."""
+        drivers: list[Driver] = []
+        real = [h for h in settings.hosts if h.driver != "simulated"]
+        for h in real:
+            raise ConfigError(
+                f"host {h.name!r}: the {h.driver} driver is not part of this ferry release yet; "
+                "use the simulated cluster (no [[hosts]]) for now"
+            )
+        if not real or any(h.driver == "simulated" for h in settings.hosts):
+            from ferry.drivers.simulated import SimulatedDriver
+
+            drivers.append(
+                SimulatedDriver(db, cluster_file=settings.simulated.cluster, speed=settings.simulated.speed)
+            )
+        return cls(drivers)

@@ -1,0 +1,141 @@
+"""Typed errors raised by ferry.
+
+Each error carries plain, JSON-friendly arguments so TaskFlow's ``Failure`` objects keep them
+across a crash (``Failure.exception_args``). Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FerryError(Exception):
+    """Base class of every error ferry raises on purpose."""
+
+    def __init__(self, message: str, *args: Any) -> None:
+        super().__init__(message, *args)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(FerryError):
+    """The configuration (file, flag, environment) is invalid."""
+
+
+class InstanceNotFound(FerryError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"instance {ref!r} not found on any configured host", ref)
+        self.ref = ref
+
+
+class InstanceInvalidState(FerryError):
+    def __init__(self, name: str, state: str, expected: str = "running or paused") -> None:
+        super().__init__(f"instance {name!r} is {state}; it must be {expected} to migrate", name, state, expected)
+        self.state = state
+
+
+class HostNotFound(FerryError):
+    def __init__(self, host: str) -> None:
+        super().__init__(f"host {host!r} is not a configured host", host)
+        self.host = host
+
+
+class ComputeHostUnavailable(FerryError):
+    def __init__(self, host: str, why: str = "down") -> None:
+        super().__init__(f"host {host!r} is unavailable ({why})", host, why)
+        self.host = host
+
+
+class UnableToMigrateToSelf(FerryError):
+    def __init__(self, instance: str, host: str) -> None:
+        super().__init__(f"instance {instance!r} already runs on {host!r}; cannot migrate to itself", instance, host)
+
+
+class MigrationInProgress(FerryError):
+    """Another migration holds the instance, or another runner holds this migration's lease."""
+
+
+class MigrationNotFound(FerryError):
+    def __init__(self, migration_id: str) -> None:
+        super().__init__(f"migration {migration_id!r} not found", migration_id)
+        self.migration_id = migration_id
+
+
+class NoValidHost(FerryError):
+    """No destination passed the filters and the checks. ``reasons`` maps host -> why not."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        if reasons:
+            detail = "; ".join(f"{h}: {r}" for h, r in sorted(reasons.items()))
+        else:
+            detail = "no candidate hosts"
+        super().__init__(f"no valid host was found ({detail})", reasons)
+        self.reasons = dict(reasons)
+
+
+class MigrationPreCheckError(FerryError):
+    """A destination failed a pre-migration check; the reschedule moves on to the next host."""
+
+    def __init__(self, host: str, reason: str, phase: str = "check") -> None:
+        super().__init__(f"{phase} failed on {host}: {reason}", host, reason, phase)
+        self.host = host
+        self.reason = reason
+        self.phase = phase
+
+
+class DriverError(FerryError):
+    """A driver operation failed (not a check: this reverts the migration)."""
+
+    def __init__(self, host: str, operation: str, reason: str) -> None:
+        super().__init__(f"{operation} on {host} failed: {reason}", host, operation, reason)
+        self.host = host
+        self.operation = operation
+        self.reason = reason
+
+
+class TransferFailed(DriverError):
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(host, "transfer", reason)
+
+
+class TransferTimeout(TransferFailed):
+    def __init__(self, host: str, seconds: float) -> None:
+        super().__init__(host, f"did not complete within the completion timeout ({seconds:.0f} s)")
+        self.args = (host, seconds)
+
+
+class MigrationCancelled(FerryError):
+    def __init__(self, migration_id: str, when: str = "") -> None:
+        suffix = f" {when}" if when else ""
+        super().__init__(f"migration {migration_id} was aborted by request{suffix}", migration_id, when)
+
+
+class AbortTooLate(FerryError):
+    def __init__(self, migration_id: str, status: str) -> None:
+        super().__init__(f"migration {migration_id} cannot be aborted: it is {status}", migration_id, status)
+
+
+class LeaseLost(FerryError):
+    """This runner lost its lease (another runner took the migration over)."""
+
+
+class MissingExtra(FerryError):
+    def __init__(self, driver: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"the {driver} driver needs the Python module {module!r}; install it with: pip install 'ferry[{extra}]'",
+            driver,
+            extra,
+            module,
+        )
+
+
+class MigrationFailed(FerryError):
+    """A migration ended ``failed`` or ``error``; ``status`` and the record's error say why."""
+
+    def __init__(self, migration_id: str, status: str, error: str) -> None:
+        super().__init__(f"migration {migration_id} ended {status}: {error}", migration_id, status, error)
+        self.migration_id = migration_id
+        self.status = status
+        self.error = error

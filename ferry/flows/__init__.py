@@ -1,0 +1,1 @@
+"""Flow factories (module-level, JSON-serialisable arguments: a conductor rebuilds them)."""

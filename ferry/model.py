@@ -1,0 +1,254 @@
+"""Plain, JSON-serialisable data handed between ferry's phases and shown to users.
+
+Everything here round-trips through ``to_dict()`` / ``from_dict()`` so it can live in
+TaskFlow's store, in job details and in the database without pickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
+
+
+class _Record:
+    """Mixin: dataclass <-> plain dict, ignoring unknown keys (forward compatible)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+class PowerState(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"
+    CRASHED = "crashed"
+    NOSTATE = "nostate"
+
+
+class MigrationStatus(enum.StrEnum):
+    """A migration's user-visible status (Nova's migration statuses, trimmed)."""
+
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    POST_MIGRATING = "post-migrating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        MigrationStatus.COMPLETED,
+        MigrationStatus.FAILED,
+        MigrationStatus.CANCELLED,
+        MigrationStatus.ERROR,
+    }
+)
+
+
+@dataclass
+class Host(_Record):
+    """A hypervisor host as the scheduler sees it (capacity and current usage)."""
+
+    name: str
+    driver: str
+    hypervisor_type: str
+    hypervisor_version: int
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    vcpus_used: int = 0
+    memory_mb_used: int = 0
+    disk_gb_used: int = 0
+    up: bool = True
+    enabled: bool = True
+    storage_group: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def free_memory_mb(self) -> int:
+        return self.memory_mb - self.memory_mb_used
+
+    @property
+    def free_vcpus(self) -> int:
+        return self.vcpus - self.vcpus_used
+
+    @property
+    def free_disk_gb(self) -> int:
+        return self.disk_gb - self.disk_gb_used
+
+
+@dataclass
+class Volume(_Record):
+    id: str
+    size_gb: int = 1
+    shared: bool = True
+
+
+@dataclass
+class Vif(_Record):
+    id: str
+    network: str
+    mac: str = ""
+
+
+@dataclass
+class Instance(_Record):
+    """A virtual machine, as its driver reports it."""
+
+    uuid: str
+    name: str
+    host: str
+    power_state: str = PowerState.RUNNING.value
+    vcpus: int = 1
+    memory_mb: int = 512
+    disk_gb: int = 1
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    vifs: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MigrationRequest(_Record):
+    """What the user asked for. ``instance`` is a name or a UUID."""
+
+    instance: str
+    destination: str | None = None
+    block_migration: bool | None = None
+    max_attempts: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MigrateData(_Record):
+    """Data gathered by the checks and handed to pre/transfer/post phases.
+
+    ``driver_data`` belongs to the driver (never secrets: those stay in process memory).
+    """
+
+    instance_uuid: str
+    source: str
+    destination: str
+    block_migration: bool = False
+    shared_storage: bool = False
+    driver_data: dict[str, Any] = field(default_factory=dict)
+
+    def with_driver_data(self, **updates: Any) -> MigrateData:
+        merged = {**self.driver_data, **updates}
+        return dataclasses.replace(self, driver_data=merged)
+
+
+@dataclass
+class TransferProgress(_Record):
+    """One observation of a memory transfer (pre-copy)."""
+
+    state: str  # none | running | completed | failed | cancelled
+    memory_total_mb: float = 0.0
+    memory_processed_mb: float = 0.0
+    memory_remaining_mb: float = 0.0
+    dirty_rate_mbps: float = 0.0
+    iteration: int = 0
+    downtime_ms: int = 0
+    elapsed_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "completed":
+            return 1.0
+        if self.memory_total_mb <= 0:
+            return 0.0
+        done = 1.0 - self.memory_remaining_mb / self.memory_total_mb
+        return max(0.0, min(0.99, done))
+
+
+@dataclass
+class StatusChange(_Record):
+    status: str
+    at: float
+    detail: str | None = None
+
+
+@dataclass
+class Attempt(_Record):
+    """One destination host tried by the scheduler/reschedule loop."""
+
+    host: str
+    outcome: str  # chosen | rejected | used
+    reason: str | None = None
+    at: float = 0.0
+
+
+@dataclass
+class PhaseState(_Record):
+    name: str
+    state: str
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class Migration(_Record):
+    """The user's view of one live migration."""
+
+    id: str
+    instance: str
+    instance_name: str | None
+    source: str | None
+    destination: str | None
+    status: str
+    block_migration: bool | None = None
+    requested_destination: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    history: list[StatusChange] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    leftovers: list[str] = field(default_factory=list)
+    phases: list[PhaseState] = field(default_factory=list)
+    abort_requested: bool = False
+
+    @property
+    def status_enum(self) -> MigrationStatus:
+        return MigrationStatus(self.status)
+
+    @property
+    def done(self) -> bool:
+        return self.status_enum.terminal
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Migration:
+        obj = super().from_dict(data)
+        obj.history = [StatusChange.from_dict(h) for h in data.get("history", [])]
+        obj.attempts = [Attempt.from_dict(a) for a in data.get("attempts", [])]
+        obj.phases = [PhaseState.from_dict(p) for p in data.get("phases", [])]
+        return obj

@@ -1,0 +1,37 @@
+"""Alembic environment for ferry's own tables (run through ferry.persistence.schema)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from ferry.persistence.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+VERSION_TABLE = config.get_main_option("version_table") or "ferry_alembic_version"
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        from ferry.persistence.db import Database
+
+        db = Database(config.get_main_option("sqlalchemy.url"))
+        with db.engine.begin() as connection:
+            _run(connection)
+    else:
+        _run(connection)
+
+
+def _run(connection: object) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=VERSION_TABLE,
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

@@ -1,0 +1,354 @@
+"""Reads and writes of ferry's tables. Every write is one short transaction; every
+concurrency-sensitive write (instance lock, claim, lease) is a single conditional statement, so
+it stays correct with many threads or processes on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ferry.errors import MigrationInProgress, MigrationNotFound
+from ferry.model import Attempt, Host, Instance, Migration, MigrationStatus, StatusChange
+from ferry.persistence.db import Database
+from ferry.persistence.models import (
+    AttemptRow,
+    ClaimRow,
+    HostStateRow,
+    InstanceLockRow,
+    LeaseRow,
+    MigrationEventRow,
+    MigrationRow,
+)
+
+M = MigrationRow.__table__
+EV = MigrationEventRow.__table__
+AT = AttemptRow.__table__
+LOCK = InstanceLockRow.__table__
+HS = HostStateRow.__table__
+CL = ClaimRow.__table__
+LS = LeaseRow.__table__
+
+StatusListener = Callable[[str, str, str | None], None]
+
+
+def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Iterable[str],
+            update: Iterable[str] | None = None) -> None:
+    keys = list(keys)
+    cols = list(update) if update is not None else [k for k in values if k not in keys]
+    ins: Any
+    if conn.dialect.name == "postgresql":
+        ins = postgresql.insert(table).values(**values)
+    else:
+        ins = sqlite.insert(table).values(**values)
+    if cols:
+        ins = ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in cols})
+    else:
+        ins = ins.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(ins)
+
+
+class MigrationRepository:
+    """Migration records, their status history, attempts and instance locks."""
+
+    def __init__(self, db: Database, now: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.now = now
+        self._listeners: list[StatusListener] = []
+
+    def on_status(self, listener: StatusListener) -> None:
+        """Call ``listener(migration_id, status, detail)`` after every status change."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ create
+    def create(self, migration_id: str, instance: Instance, request: dict[str, Any],
+               status: MigrationStatus = MigrationStatus.ACCEPTED) -> None:
+        """Insert the record and take the instance lock, atomically.
+
+        Raises :class:`MigrationInProgress` when another migration holds the instance.
+        """
+        now = self.now()
+        try:
+            with self.db.connect() as conn:
+                holder = conn.execute(
+                    sa.select(LOCK.c.migration_id).where(LOCK.c.instance_uuid == instance.uuid)
+                ).scalar()
+                if holder is not None:
+                    raise MigrationInProgress(
+                        f"instance {instance.name!r} is already being migrated (migration {holder})"
+                    )
+                conn.execute(
+                    M.insert().values(
+                        id=migration_id, instance_uuid=instance.uuid, instance_name=instance.name,
+                        source=instance.host, destination=request.get("destination"),
+                        requested_destination=request.get("destination"),
+                        block_migration=request.get("block_migration"), status=status.value,
+                        error=None, progress={}, leftovers=[], request=request,
+                        abort_requested=False, created_at=now, updated_at=now,
+                    )
+                )
+                conn.execute(EV.insert().values(migration_id=migration_id, status=status.value, at=now))
+                conn.execute(
+                    LOCK.insert().values(instance_uuid=instance.uuid, migration_id=migration_id, created_at=now)
+                )
+        except sa.exc.IntegrityError:
+            raise MigrationInProgress(f"instance {instance.name!r} is already being migrated") from None
+        self._notify(migration_id, status.value, None)
+
+    # ------------------------------------------------------------------- reads
+    def get(self, migration_id: str) -> Migration:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(M).where(M.c.id == migration_id)).mappings().first()
+            if row is None:
+                raise MigrationNotFound(migration_id)
+            events = conn.execute(
+                sa.select(EV).where(EV.c.migration_id == migration_id).order_by(EV.c.id)
+            ).mappings().all()
+            attempts = conn.execute(
+                sa.select(AT).where(AT.c.migration_id == migration_id).order_by(AT.c.id)
+            ).mappings().all()
+        return self._to_model(row, events, attempts)
+
+    def exists(self, migration_id: str) -> bool:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(M.c.id).where(M.c.id == migration_id)).first() is not None
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[Migration]:
+        q = sa.select(M).order_by(M.c.created_at.desc())
+        if status:
+            q = q.where(M.c.status == status)
+        if limit:
+            q = q.limit(limit)
+        with self.db.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [self._to_model(r, [], []) for r in rows]
+
+    def field(self, migration_id: str, name: str) -> Any:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(M.c[name]).where(M.c.id == migration_id)).scalar()
+
+    @staticmethod
+    def _to_model(row: Any, events: Any, attempts: Any) -> Migration:
+        return Migration(
+            id=row["id"], instance=row["instance_uuid"], instance_name=row["instance_name"],
+            source=row["source"], destination=row["destination"], status=row["status"],
+            block_migration=row["block_migration"], requested_destination=row["requested_destination"],
+            created_at=row["created_at"], updated_at=row["updated_at"],
+            history=[StatusChange(status=e["status"], at=e["at"], detail=e["detail"]) for e in events],
+            attempts=[Attempt(host=a["host"], outcome=a["outcome"], reason=a["reason"], at=a["at"])
+                      for a in attempts],
+            progress=dict(row["progress"] or {}), error=row["error"],
+            leftovers=list(row["leftovers"] or []), abort_requested=bool(row["abort_requested"]),
+        )
+
+    # ------------------------------------------------------------------ writes
+    def set_status(self, migration_id: str, status: MigrationStatus, detail: str | None = None,
+                   **fields: Any) -> bool:
+        """Move to ``status`` (and update ``fields``). Returns False when already there."""
+        now = self.now()
+        with self.db.connect() as conn:
+            current = conn.execute(sa.select(M.c.status).where(M.c.id == migration_id)).scalar()
+            if current is None:
+                raise MigrationNotFound(migration_id)
+            changed = current != status.value
+            values = dict(fields, status=status.value, updated_at=now)
+            conn.execute(M.update().where(M.c.id == migration_id).values(**values))
+            if changed:
+                conn.execute(EV.insert().values(migration_id=migration_id, status=status.value,
+                                                detail=detail, at=now))
+        if changed:
+            self._notify(migration_id, status.value, detail)
+        return changed
+
+    def update(self, migration_id: str, **fields: Any) -> None:
+        with self.db.connect() as conn:
+            conn.execute(M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields))
+
+    def add_leftover(self, migration_id: str, text: str) -> None:
+        with self.db.connect() as conn:
+            current = conn.execute(sa.select(M.c.leftovers).where(M.c.id == migration_id)).scalar() or []
+            if text not in current:
+                conn.execute(M.update().where(M.c.id == migration_id).values(leftovers=[*current, text]))
+
+    def record_attempt(self, migration_id: str, host: str, outcome: str, reason: str | None = None) -> None:
+        with self.db.connect() as conn:
+            _upsert(conn, AT, {"migration_id": migration_id, "host": host, "outcome": outcome,
+                               "reason": reason, "at": self.now()}, keys=["migration_id", "host"],
+                    update=["outcome", "reason"])
+
+    def rejected_hosts(self, migration_id: str) -> dict[str, str]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                sa.select(AT.c.host, AT.c.reason).where(
+                    AT.c.migration_id == migration_id, AT.c.outcome == "rejected")
+            ).all()
+        return {h: r or "" for h, r in rows}
+
+    def request_abort(self, migration_id: str) -> None:
+        with self.db.connect() as conn:
+            res = conn.execute(M.update().where(M.c.id == migration_id).values(abort_requested=True))
+            if res.rowcount == 0:
+                raise MigrationNotFound(migration_id)
+
+    def release_lock(self, instance_uuid: str, migration_id: str) -> None:
+        with self.db.connect() as conn:
+            conn.execute(LOCK.delete().where(LOCK.c.instance_uuid == instance_uuid,
+                                             LOCK.c.migration_id == migration_id))
+
+    def lock_holder(self, instance_uuid: str) -> str | None:
+        with self.db.connect() as conn:
+            return conn.execute(
+                sa.select(LOCK.c.migration_id).where(LOCK.c.instance_uuid == instance_uuid)).scalar()
+
+    def locks(self) -> dict[str, str]:
+        with self.db.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(sa.select(LOCK.c.instance_uuid, LOCK.c.migration_id))}
+
+    def _notify(self, migration_id: str, status: str, detail: str | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(migration_id, status, detail)
+            except Exception:  # a user callback must never break a migration
+                import logging
+
+                logging.getLogger(__name__).exception("status listener failed")
+
+
+class ClaimRepository:
+    """Destination resource claims, taken atomically against cached host capacity."""
+
+    def __init__(self, db: Database, now: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.now = now
+
+    def refresh_hosts(self, hosts: Iterable[Host]) -> None:
+        """Cache drivers' capacity and usage (the claimed columns are left alone)."""
+        now = self.now()
+        with self.db.connect() as conn:
+            for h in hosts:
+                values = {
+                    "name": h.name, "driver": h.driver, "hypervisor_type": h.hypervisor_type,
+                    "hypervisor_version": h.hypervisor_version, "vcpus": h.vcpus,
+                    "memory_mb": h.memory_mb, "disk_gb": h.disk_gb, "vcpus_used": h.vcpus_used,
+                    "memory_mb_used": h.memory_mb_used, "disk_gb_used": h.disk_gb_used,
+                    "up": h.up, "enabled": h.enabled, "storage_group": h.storage_group,
+                    "updated_at": now,
+                }
+                _upsert(conn, HS, {**values, "claimed_vcpus": 0, "claimed_memory_mb": 0,
+                                   "claimed_disk_gb": 0},
+                        keys=["name"], update=[k for k in values if k != "name"])
+
+    def claimed(self) -> dict[str, tuple[int, int, int]]:
+        """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(HS.c.name, HS.c.claimed_vcpus, HS.c.claimed_memory_mb,
+                                          HS.c.claimed_disk_gb)).all()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def claim(self, migration_id: str, host: str, instance: Instance) -> bool:
+        """Hold the instance's resources on ``host``. True when held (also when already held by
+        this migration); False when the host has no room after other claims."""
+        with self.db.connect() as conn:
+            held = conn.execute(sa.select(CL.c.host).where(
+                CL.c.migration_id == migration_id, CL.c.host == host)).first()
+            if held is not None:
+                return True
+            fits = conn.execute(
+                HS.update()
+                .where(
+                    HS.c.name == host,
+                    HS.c.vcpus - HS.c.vcpus_used - HS.c.claimed_vcpus >= instance.vcpus,
+                    HS.c.memory_mb - HS.c.memory_mb_used - HS.c.claimed_memory_mb >= instance.memory_mb,
+                    HS.c.disk_gb - HS.c.disk_gb_used - HS.c.claimed_disk_gb >= instance.disk_gb,
+                )
+                .values(
+                    claimed_vcpus=HS.c.claimed_vcpus + instance.vcpus,
+                    claimed_memory_mb=HS.c.claimed_memory_mb + instance.memory_mb,
+                    claimed_disk_gb=HS.c.claimed_disk_gb + instance.disk_gb,
+                )
+            )
+            if fits.rowcount != 1:
+                return False
+            conn.execute(CL.insert().values(
+                migration_id=migration_id, host=host, instance_uuid=instance.uuid,
+                vcpus=instance.vcpus, memory_mb=instance.memory_mb, disk_gb=instance.disk_gb,
+                created_at=self.now()))
+            return True
+
+    def release(self, migration_id: str, host: str | None = None) -> int:
+        """Give back the claims of ``migration_id`` (on ``host`` only, if given). Idempotent."""
+        released = 0
+        with self.db.connect() as conn:
+            q = sa.select(CL).where(CL.c.migration_id == migration_id)
+            if host is not None:
+                q = q.where(CL.c.host == host)
+            for c in conn.execute(q).mappings().all():
+                gone = conn.execute(CL.delete().where(CL.c.migration_id == migration_id,
+                                                      CL.c.host == c["host"]))
+                if gone.rowcount:
+                    conn.execute(HS.update().where(HS.c.name == c["host"]).values(
+                        claimed_vcpus=HS.c.claimed_vcpus - c["vcpus"],
+                        claimed_memory_mb=HS.c.claimed_memory_mb - c["memory_mb"],
+                        claimed_disk_gb=HS.c.claimed_disk_gb - c["disk_gb"]))
+                    released += 1
+        return released
+
+    def list(self, migration_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(CL)
+        if migration_id:
+            q = q.where(CL.c.migration_id == migration_id)
+        with self.db.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+class LeaseRepository:
+    """One runner per migration: a lease row with an owner, a heartbeat and an expiry."""
+
+    def __init__(self, db: Database, now: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.now = now
+
+    def acquire(self, migration_id: str, owner: str, ttl: float) -> bool:
+        """Take the lease if free, expired, or already ours. One conditional write: atomic."""
+        now = self.now()
+        with self.db.connect() as conn:
+            _upsert(conn, LS, {"migration_id": migration_id, "owner": owner, "acquired_at": now,
+                               "heartbeat_at": now, "expires_at": now + ttl},
+                    keys=["migration_id"], update=[])
+            taken = conn.execute(
+                LS.update()
+                .where(LS.c.migration_id == migration_id,
+                       sa.or_(LS.c.owner == owner, LS.c.expires_at < now))
+                .values(owner=owner, heartbeat_at=now, expires_at=now + ttl)
+            )
+            return taken.rowcount == 1
+
+    def renew(self, migration_id: str, owner: str, ttl: float) -> bool:
+        now = self.now()
+        with self.db.connect() as conn:
+            res = conn.execute(LS.update().where(LS.c.migration_id == migration_id, LS.c.owner == owner)
+                               .values(heartbeat_at=now, expires_at=now + ttl))
+            return res.rowcount == 1
+
+    def release(self, migration_id: str, owner: str) -> None:
+        with self.db.connect() as conn:
+            conn.execute(LS.delete().where(LS.c.migration_id == migration_id, LS.c.owner == owner))
+
+    def get(self, migration_id: str) -> dict[str, Any] | None:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(LS).where(LS.c.migration_id == migration_id)).mappings().first()
+        return dict(row) if row else None
+
+    def live(self, migration_id: str) -> dict[str, Any] | None:
+        lease = self.get(migration_id)
+        if lease and lease["expires_at"] >= self.now():
+            return lease
+        return None
+
+    def all(self) -> list[dict[str, Any]]:
+        with self.db.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(LS)).mappings().all()]

@@ -1,0 +1,55 @@
+"""Create or upgrade the schema on first use: ferry's tables through Alembic (version table
+``ferry_alembic_version``) and TaskFlow's logbook tables through TaskFlow's own upgrade."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from ferry.persistence.db import Database
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+VERSION_TABLE = "ferry_alembic_version"
+_PG_LOCK_KEY = 0x66657272  # "ferr": serialises concurrent first-use upgrades on PostgreSQL
+
+
+def alembic_config(db: Database | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_table", VERSION_TABLE)
+    if db is not None:
+        cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
+    return cfg
+
+
+@cache
+def head_revisions() -> frozenset[str]:
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current_revisions(conn: sa.Connection) -> frozenset[str]:
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return frozenset()
+    rows = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))
+    return frozenset(r[0] for r in rows)
+
+
+def upgrade(db: Database) -> None:
+    with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        if current_revisions(conn) != head_revisions():
+            cfg = alembic_config(db)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "heads")
+    from ferry.persistence.taskflow_backend import FerryBackend
+
+    backend = FerryBackend(db)
+    with contextlib.closing(backend.get_connection()) as tf_conn:
+        tf_conn.upgrade()

@@ -1,0 +1,1 @@
+"""One module per phase group; every task's docstring has a ``Revert:`` line."""

@@ -1,0 +1,61 @@
+"""What every ferry task shares: typed access to the resolver and safe revert helpers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from taskflow import task
+from taskflow.types import failure as tf_failure
+
+from ferry.context import Context, Event
+from ferry.errors import FerryError
+from ferry.model import Instance, MigrateData
+
+LOG = logging.getLogger("ferry.tasks")
+
+
+class FerryTask(task.Task):
+    """Base task. Subclasses set ``phase`` (the atom name) and implement execute/revert."""
+
+    def __init__(self, name: str, provides: Any = None, **kwargs: Any) -> None:
+        super().__init__(name=name, provides=provides, **kwargs)
+
+    def emit(self, ctx: Context, kind: str, migration_id: str, **data: Any) -> None:
+        ctx.events.emit(Event(kind=kind, migration_id=migration_id, phase=self.name, data=data))
+
+
+def is_failure(result: Any) -> bool:
+    return isinstance(result, tf_failure.Failure)
+
+
+def describe(failure_or_exc: Any) -> str:
+    """One line for a Failure or an exception (ferry errors print their own message)."""
+    if isinstance(failure_or_exc, tf_failure.Failure):
+        exc = failure_or_exc.exception
+        if isinstance(exc, FerryError):
+            return str(exc)
+        return failure_or_exc.exception_str or repr(failure_or_exc)
+    if isinstance(failure_or_exc, FerryError):
+        return str(failure_or_exc)
+    return f"{type(failure_or_exc).__name__}: {failure_or_exc}"
+
+
+def safe_revert(ctx: Context, migration_id: str, what: str, fn: Any, *args: Any) -> None:
+    """Run an undo step; never raise out of a revert: record the leftover instead."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        LOG.exception("migration %s: %s failed during revert", migration_id, what)
+        try:
+            ctx.migrations.add_leftover(migration_id, f"{what}: {describe(exc)}")
+        except Exception:  # pragma: no cover - database gone as well: nothing more to do
+            LOG.exception("migration %s: cannot record leftover", migration_id)
+
+
+def instance_of(data: dict[str, Any]) -> Instance:
+    return Instance.from_dict(data)
+
+
+def migrate_data_of(data: dict[str, Any]) -> MigrateData:
+    return MigrateData.from_dict(data)

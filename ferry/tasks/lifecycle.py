@@ -1,0 +1,56 @@
+"""The sentinel (first atom: its revert is the migration's last word when it fails)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferry import errors
+from ferry.context import Context
+from ferry.model import MigrationStatus
+from ferry.tasks.base import LOG, FerryTask, describe
+
+
+def summarise_failures(ctx: Context, migration_id: str, flow_failures: dict[str, Any]) -> tuple[bool, str]:
+    """(cancelled?, error line) for the failures that reverted the flow."""
+    failures = list(flow_failures.values())
+    cancelled = any(f.check(errors.MigrationCancelled) for f in failures)
+    cancelled = cancelled or bool(ctx.migrations.field(migration_id, "abort_requested"))
+    main = next((f for f in failures if not f.check(errors.MigrationCancelled)), None)
+    if main is None and failures:
+        main = failures[0]
+    if main is None:
+        return cancelled, "reverted"
+    if main.check(errors.MigrationPreCheckError):
+        rejected = ctx.migrations.rejected_hosts(migration_id)
+        if len(rejected) > 1 or not ctx.migrations.field(migration_id, "requested_destination"):
+            return cancelled, str(errors.NoValidHost(rejected))
+    return cancelled, describe(main)
+
+
+class Sentinel(FerryTask):
+    """Marks the migration as being prepared and holds the instance lock.
+
+    Revert: mark the record ``failed`` (``cancelled`` after an abort; ``error`` when an undo step
+    left something behind) with the error, release any claim this migration still holds, release
+    the instance lock. Never raises.
+    """
+
+    def execute(self, context: Context, migration_id: str) -> None:
+        context.check_abort(migration_id, "before it started")
+        context.migrations.set_status(migration_id, MigrationStatus.PREPARING)
+
+    def revert(self, context: Context, migration_id: str, result: Any, flow_failures: dict[str, Any],
+               **kwargs: Any) -> None:
+        try:
+            cancelled, error = summarise_failures(context, migration_id, flow_failures)
+            context.claims.release(migration_id)
+            record = context.migrations.get(migration_id)
+            status = MigrationStatus.CANCELLED if cancelled else MigrationStatus.FAILED
+            if record.leftovers:  # something could not be undone: an operator must look
+                status = MigrationStatus.ERROR
+                error = f"{error}; left over: {'; '.join(record.leftovers)}"
+            context.migrations.set_status(migration_id, status, detail=error, error=error)
+            context.migrations.release_lock(record.instance, migration_id)
+        except Exception:
+            LOG.exception("migration %s: sentinel revert could not finish", migration_id)
+

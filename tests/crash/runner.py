@@ -1,0 +1,66 @@
+"""Runs one migration (or a resume) in a real subprocess and SIGKILLs itself at a chosen point.
+
+    python -m tests.crash.runner DB_URL migrate VM [--to HOST] --kill-at started:transfer
+    python -m tests.crash.runner DB_URL resume MIGRATION_ID
+
+Kill points: ``started:ATOM`` (the atom is persisted RUNNING), ``done:ATOM`` (persisted SUCCESS),
+``reverted:ATOM`` (persisted REVERTED), ``progress:PCT`` (the transfer reported >= PCT percent).
+The migration id is printed on the first line before anything runs, so the parent can resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from ferry import FerryError, Orchestrator
+from ferry.config import Settings, SimulatedSettings
+from ferry.context import Event
+
+KINDS = {"started": "phase_started", "done": "phase_done", "reverted": "phase_reverted"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("db")
+    ap.add_argument("mode", choices=["migrate", "resume"])
+    ap.add_argument("target")
+    ap.add_argument("--to", default=None)
+    ap.add_argument("--kill-at", default=None)
+    args = ap.parse_args()
+
+    settings = Settings(simulated=SimulatedSettings(speed=0.0))
+    orch = Orchestrator(args.db, settings=settings)
+
+    if args.kill_at:
+        point, _, arg = args.kill_at.partition(":")
+
+        def on_event(event: Event) -> None:
+            if point == "progress":
+                if event.kind == "progress" and float(event.data.get("percent", 0)) >= float(arg):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            elif event.kind == KINDS[point] and event.phase == arg:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        orch.subscribe(on_event)
+
+    if args.mode == "migrate":
+        mid = orch.create(args.target, args.to)
+    else:
+        mid = args.target
+    print(mid, flush=True)
+    try:
+        m = orch.resume(mid)
+    except FerryError as exc:
+        m = getattr(exc, "migration", None)
+        if m is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+    print(m.status, flush=True)
+    return 0 if m.status == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

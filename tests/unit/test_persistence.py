@@ -1,0 +1,134 @@
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ferry.errors import ConfigError, MigrationInProgress
+from ferry.model import Host, Instance, MigrationStatus
+from ferry.persistence.db import Database, safe_url
+from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    d = Database(f"sqlite:///{tmp_path / 'f.db'}")
+    d.upgrade()
+    return d
+
+
+def test_schema_created_once_and_upgrade_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    Database(url).upgrade()
+    Database(url).upgrade()
+    names = set(sa.inspect(Database(url).engine).get_table_names())
+    assert {"ferry_migrations", "ferry_claims", "ferry_leases", "logbooks", "atomdetails",
+            "ferry_alembic_version"} <= names
+
+
+def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        Database("not a url")
+    with pytest.raises(ConfigError) as info:
+        Database("postgresql+nosuchdriver://u:secret@localhost/db")
+    assert "secret" not in str(info.value)
+    assert "***" in safe_url("postgresql://u:secret@h/db")
+
+
+def test_instance_lock_refuses_second_migration(db: Database) -> None:
+    repo = MigrationRepository(db)
+    inst = Instance("u1", "web-1", "a")
+    repo.create("m1", inst, {"instance": "web-1"})
+    with pytest.raises(MigrationInProgress, match="m1"):
+        repo.create("m2", inst, {"instance": "web-1"})
+    assert not repo.exists("m2")
+    repo.release_lock("u1", "m1")
+    repo.create("m2", inst, {"instance": "web-1"})
+
+
+def test_status_history_is_timestamped_and_deduplicated(db: Database) -> None:
+    clock = iter(range(100, 200))
+    repo = MigrationRepository(db, now=lambda: float(next(clock)))
+    seen: list[str] = []
+    repo.on_status(lambda mid, st, d: seen.append(st))
+    repo.create("m1", Instance("u1", "web-1", "a"), {"instance": "web-1"})
+    repo.set_status("m1", MigrationStatus.PREPARING)
+    repo.set_status("m1", MigrationStatus.PREPARING)
+    repo.set_status("m1", MigrationStatus.FAILED, detail="boom", error="boom")
+    m = repo.get("m1")
+    assert [h.status for h in m.history] == ["accepted", "preparing", "failed"]
+    assert [h.at for h in m.history] == sorted(h.at for h in m.history)
+    assert m.error == "boom"
+    assert seen == ["accepted", "preparing", "failed"]
+
+
+def test_attempts_upsert(db: Database) -> None:
+    repo = MigrationRepository(db)
+    repo.create("m1", Instance("u1", "web-1", "a"), {"instance": "web-1"})
+    repo.record_attempt("m1", "b", "chosen")
+    repo.record_attempt("m1", "b", "rejected", "no room")
+    repo.record_attempt("m1", "c", "chosen")
+    assert repo.rejected_hosts("m1") == {"b": "no room"}
+    assert [(a.host, a.outcome) for a in repo.get("m1").attempts] == [("b", "rejected"), ("c", "chosen")]
+
+
+def _host(name: str, memory_mb: int = 10_240) -> Host:
+    return Host(name=name, driver="t", hypervisor_type="qemu", hypervisor_version=1, vcpus=64,
+                memory_mb=memory_mb, disk_gb=1000)
+
+
+def test_concurrent_claims_never_overcommit(db: Database) -> None:
+    claims = ClaimRepository(db)
+    claims.refresh_hosts([_host("h", memory_mb=10 * 1024)])
+    inst = Instance("u", "vm", "src", memory_mb=1024, vcpus=1, disk_gb=1)
+    results: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(20)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        ok = ClaimRepository(db).claim(f"m{i}", "h", inst)
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 10
+    assert claims.claimed()["h"] == (10, 10 * 1024, 10)
+    assert len(claims.list()) == 10
+
+
+def test_claim_is_idempotent_and_release_exact(db: Database) -> None:
+    claims = ClaimRepository(db)
+    claims.refresh_hosts([_host("h")])
+    inst = Instance("u", "vm", "src", memory_mb=2048, vcpus=2, disk_gb=5)
+    assert claims.claim("m1", "h", inst)
+    assert claims.claim("m1", "h", inst)  # re-run after a crash: same claim, not a second one
+    assert claims.claimed()["h"] == (2, 2048, 5)
+    claims.refresh_hosts([_host("h")])  # a refresh keeps what is claimed
+    assert claims.claimed()["h"] == (2, 2048, 5)
+    assert claims.release("m1") == 1
+    assert claims.release("m1") == 0
+    assert claims.claimed()["h"] == (0, 0, 0)
+
+
+def test_lease_refuses_second_runner_until_expiry(db: Database) -> None:
+    now = [1000.0]
+    leases = LeaseRepository(db, now=lambda: now[0])
+    assert leases.acquire("m1", "runner-a", ttl=30)
+    assert not leases.acquire("m1", "runner-b", ttl=30)
+    assert leases.acquire("m1", "runner-a", ttl=30)  # re-entrant for its owner
+    now[0] += 20
+    assert leases.renew("m1", "runner-a", ttl=30)
+    now[0] += 29
+    assert not leases.acquire("m1", "runner-b", ttl=30)
+    now[0] += 2  # runner-a stopped renewing: expired
+    assert leases.acquire("m1", "runner-b", ttl=30)
+    assert not leases.renew("m1", "runner-a", ttl=30)
+    leases.release("m1", "runner-a")  # not the owner: no effect
+    assert leases.get("m1")["owner"] == "runner-b"
+    leases.release("m1", "runner-b")
+    assert leases.get("m1") is None
