@@ -37,6 +37,7 @@ from ferry.model import Host, Instance, Migration, MigrationRequest, MigrationSt
 from ferry.persistence.db import Database, default_database_url
 from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
+from ferry.tasks.base import primary_failure
 from ferry.tasks.validate import validate_request
 
 LOG = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class Orchestrator:
     """Runs, resumes, aborts and reports live migrations.
 
     Build it from a config file (``Orchestrator(config="ferry.toml")``), from settings, or from
-    arguments: a database URL and your own drivers (``drivers=[...]``). Without anything it uses
+    arguments: a database URL and your own drivers (``drivers=[...]``), a clock, a callback for
+    events (``on_event``) and, for experiments, another TaskFlow persistence backend. Without anything it uses
     ``$FERRY_DB``/``$FERRY_CONFIG`` or an SQLite file and the simulated demo cluster.
     """
 
@@ -123,6 +125,7 @@ class Orchestrator:
         clock: Clock | None = None,
         owner: str | None = None,
         on_event: Callback | None = None,
+        taskflow_backend: Any = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings(config)
         self.db = Database(database_url or self.settings.database_url or default_database_url())
@@ -145,7 +148,9 @@ class Orchestrator:
                 Event(kind="status", migration_id=mid, status=status, detail=detail)))
         self.claims = ClaimRepository(self.db)
         self.leases = LeaseRepository(self.db)
-        self.backend = FerryBackend(self.db)
+        # TaskFlow persistence: ferry's fast durable backend on the same database by default; any
+        # TaskFlow backend may be passed (the benchmarks compare the stock and in-memory ones)
+        self.backend = taskflow_backend if taskflow_backend is not None else FerryBackend(self.db)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.context = Context(db=self.db, settings=self.settings, drivers=self.drivers, clock=self.clock,
                                migrations=self.migrations, claims=self.claims, events=self.events)
@@ -372,26 +377,31 @@ class Orchestrator:
         def on_atom(state: str, details: dict[str, Any]) -> None:
             kind = _PHASE_EVENTS.get(state)
             if kind:
-                self.events.emit(Event(kind=kind, migration_id=migration_id, phase=details.get("atom_name")))
+                phase = details.get("task_name") or details.get("retry_name")
+                self.events.emit(Event(kind=kind, migration_id=migration_id, phase=phase))
 
         engine.atom_notifier.register(tf_notifier_any(), on_atom)
         return engine
 
     def _outcome(self, record: Migration, failure: BaseException | None) -> Migration:
+        """The completed record, or the migration's typed error (with ``.migration`` attached)."""
         if record.status == MigrationStatus.COMPLETED:
             return record
-        exc = _unwrap(failure)
+        exc = primary_exception(failure)
         error: errors.FerryError
         if record.status == MigrationStatus.CANCELLED:
             error = errors.MigrationCancelled(record.id)
-        elif isinstance(exc, errors.NoValidHost):
+        elif record.status == MigrationStatus.FAILED and isinstance(exc, errors.NoValidHost):
             error = exc
-        elif isinstance(exc, errors.MigrationPreCheckError) and not record.requested_destination:
-            error = errors.NoValidHost({a.host: a.reason or "" for a in record.attempts if a.outcome == "rejected"})
-        elif isinstance(exc, errors.FerryError) and record.status == MigrationStatus.FAILED:
-            error = exc
+        elif record.status == MigrationStatus.FAILED and isinstance(exc, errors.MigrationPreCheckError):
+            if record.requested_destination:
+                error = exc
+            else:
+                error = errors.NoValidHost(
+                    {a.host: a.reason or "" for a in record.attempts if a.outcome == "rejected"})
         else:
             error = errors.MigrationFailed(record.id, record.status, record.error or (str(exc) if exc else ""))
+            error.__cause__ = exc
         error.migration = record  # type: ignore[attr-defined]
         raise error
 
@@ -413,11 +423,12 @@ def tf_notifier_any() -> Any:
     return notifier.Notifier.ANY
 
 
-def _unwrap(exc: BaseException | None) -> BaseException | None:
+def primary_exception(exc: BaseException | None) -> BaseException | None:
+    """The failure that explains a run: TaskFlow wraps several when more than one atom failed."""
     if isinstance(exc, tf_exc.WrappedFailure):
-        for f in exc:
-            if f.exception is not None:
-                return f.exception
+        failures = list(exc)
+        chosen = primary_failure(failures)
+        return chosen.exception if chosen is not None else exc
     return exc
 
 

@@ -9,7 +9,7 @@ from taskflow import task
 from taskflow.types import failure as tf_failure
 
 from ferry.context import Context, Event
-from ferry.errors import FerryError
+from ferry.errors import FerryError, MigrationCancelled, MigrationPreCheckError
 from ferry.model import Instance, MigrateData
 
 LOG = logging.getLogger("ferry.tasks")
@@ -39,6 +39,21 @@ def describe(failure_or_exc: Any) -> str:
     if isinstance(failure_or_exc, FerryError):
         return str(failure_or_exc)
     return f"{type(failure_or_exc).__name__}: {failure_or_exc}"
+
+
+def primary_failure(failures: Any) -> Any:
+    """Of several TaskFlow failures, the one that explains the outcome: a real error first, then
+    a host check failure (the reschedule ran out of hosts), then an abort."""
+    failures = list(failures)
+
+    def rank(f: Any) -> int:
+        if f.check(MigrationCancelled):
+            return 2
+        if f.check(MigrationPreCheckError):
+            return 1
+        return 0
+
+    return min(failures, key=rank) if failures else None
 
 
 def safe_revert(ctx: Context, migration_id: str, what: str, fn: Any, *args: Any) -> None:

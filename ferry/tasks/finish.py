@@ -14,6 +14,7 @@ from taskflow import retry
 
 from ferry.config import MigrationSettings
 from ferry.context import Context
+from ferry.flows import constants as c
 from ferry.model import MigrationStatus
 from ferry.tasks.base import LOG, FerryTask, describe, instance_of, migrate_data_of
 
@@ -21,7 +22,7 @@ from ferry.tasks.base import LOG, FerryTask, describe, instance_of, migrate_data
 class RollForward(retry.Retry):
     """Retry controller of the finish subflow: ``post_retries`` attempts, exponential backoff.
 
-    Revert (retries exhausted): record ``error`` with the failed steps as leftovers, release the
+    Revert: (retries exhausted) record ``error`` with the failed steps as leftovers, release the
     destination claim (the instance now counts as usage there) and the instance lock.
     """
 
@@ -45,7 +46,10 @@ class RollForward(retry.Retry):
                **kwargs: Any) -> None:
         try:
             failures = kwargs.get("flow_failures") or {}
-            steps = [f"{name}: {describe(f)}" for name, f in sorted(failures.items())]
+            # flow_failures also holds failures from earlier phases (e.g. a host that failed its
+            # check before the reschedule): only this subflow's steps are left over
+            steps = [f"{name}: {describe(f)}" for name, f in sorted(failures.items())
+                     if name in c.POST_SWITCHOVER_ATOMS]
             for step in steps:
                 context.migrations.add_leftover(migration_id, step)
             record = context.migrations.get(migration_id)

@@ -7,7 +7,7 @@ from typing import Any
 from ferry import errors
 from ferry.context import Context
 from ferry.model import MigrationStatus
-from ferry.tasks.base import LOG, FerryTask, describe
+from ferry.tasks.base import LOG, FerryTask, describe, primary_failure
 
 
 def summarise_failures(ctx: Context, migration_id: str, flow_failures: dict[str, Any]) -> tuple[bool, str]:
@@ -15,9 +15,9 @@ def summarise_failures(ctx: Context, migration_id: str, flow_failures: dict[str,
     failures = list(flow_failures.values())
     cancelled = any(f.check(errors.MigrationCancelled) for f in failures)
     cancelled = cancelled or bool(ctx.migrations.field(migration_id, "abort_requested"))
-    main = next((f for f in failures if not f.check(errors.MigrationCancelled)), None)
-    if main is None and failures:
-        main = failures[0]
+    if cancelled:
+        return True, f"migration {migration_id} was aborted by request; it was reverted"
+    main = primary_failure(failures)
     if main is None:
         return cancelled, "reverted"
     if main.check(errors.MigrationPreCheckError):
