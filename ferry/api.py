@@ -313,7 +313,9 @@ class Orchestrator:
         if handle is not None:
             with contextlib.suppress(errors.FerryError):
                 handle.wait()
-        elif self.leases.live(migration_id) is None:
+        else:
+            # Nobody may be running it (a crashed runner, or never started): revert it here.
+            # MigrationInProgress means a live runner has it and will see the request in one poll.
             with contextlib.suppress(errors.FerryError):
                 self._run(migration_id)
         return self.get(migration_id)
@@ -328,7 +330,7 @@ class Orchestrator:
 
     def _run(self, migration_id: str) -> Migration:
         ttl = self.settings.runner.lease_seconds
-        if not self.leases.acquire(migration_id, self.owner, ttl):
+        if not self._acquire_lease(migration_id, ttl):
             lease = self.leases.get(migration_id) or {}
             left = max(0.0, float(lease.get("expires_at", 0)) - time.time())
             raise errors.MigrationInProgress(
@@ -352,6 +354,17 @@ class Orchestrator:
             self.leases.release(migration_id, self.owner)
         record = self.get(migration_id)
         return self._outcome(record, failure)
+
+    def _acquire_lease(self, migration_id: str, ttl: float) -> bool:
+        if self.leases.acquire(migration_id, self.owner, ttl):
+            return True
+        # A runner of this machine that died (SIGKILL, power cut of the process) cannot renew its
+        # lease; do not make the operator wait for the expiry when its process is provably gone.
+        lease = self.leases.get(migration_id)
+        if lease and _local_owner_dead(lease["owner"]):
+            LOG.warning("migration %s: taking over from dead runner %s", migration_id, lease["owner"])
+            return self.leases.take_over(migration_id, lease["owner"], self.owner, ttl)
+        return False
 
     def _load_engine(self, migration_id: str) -> Any:
         with contextlib.closing(self.backend.get_connection()) as conn:
@@ -421,6 +434,32 @@ def tf_notifier_any() -> Any:
     from taskflow.types import notifier
 
     return notifier.Notifier.ANY
+
+
+def _local_owner_dead(owner: str) -> bool:
+    """True when ``owner`` ("host:pid:token") names a process of this machine that is gone."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def primary_exception(exc: BaseException | None) -> BaseException | None:

@@ -327,6 +327,15 @@ class LeaseRepository:
             )
             return taken.rowcount == 1
 
+    def take_over(self, migration_id: str, dead_owner: str, owner: str, ttl: float) -> bool:
+        """Take the lease from ``dead_owner`` (known dead) before it expires. Atomic: fails if
+        anyone else took it meanwhile."""
+        now = self.now()
+        with self.db.connect() as conn:
+            res = conn.execute(LS.update().where(LS.c.migration_id == migration_id, LS.c.owner == dead_owner)
+                               .values(owner=owner, acquired_at=now, heartbeat_at=now, expires_at=now + ttl))
+            return res.rowcount == 1
+
     def renew(self, migration_id: str, owner: str, ttl: float) -> bool:
         now = self.now()
         with self.db.connect() as conn:

@@ -14,12 +14,31 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from ferry import FerryError, Orchestrator
 from ferry.config import Settings, SimulatedSettings
 from ferry.context import Event
 
 KINDS = {"started": "phase_started", "done": "phase_done", "reverted": "phase_reverted"}
+
+
+def make_trap(spec: str, sig: int) -> Callable[[Event], None]:
+    point, _, arg = spec.partition(":")
+    fired = []
+
+    def on_event(event: Event) -> None:
+        if fired:
+            return
+        if point == "progress":
+            hit = event.kind == "progress" and float(event.data.get("percent", 0)) >= float(arg)
+        else:
+            hit = event.kind == KINDS[point] and event.phase == arg
+        if hit:
+            fired.append(True)
+            os.kill(os.getpid(), sig)
+
+    return on_event
 
 
 def main() -> int:
@@ -29,22 +48,15 @@ def main() -> int:
     ap.add_argument("target")
     ap.add_argument("--to", default=None)
     ap.add_argument("--kill-at", default=None)
+    ap.add_argument("--stop-at", default=None, help="like --kill-at, but SIGSTOP (the process stays alive)")
     args = ap.parse_args()
 
     settings = Settings(simulated=SimulatedSettings(speed=0.0))
     orch = Orchestrator(args.db, settings=settings)
 
-    if args.kill_at:
-        point, _, arg = args.kill_at.partition(":")
-
-        def on_event(event: Event) -> None:
-            if point == "progress":
-                if event.kind == "progress" and float(event.data.get("percent", 0)) >= float(arg):
-                    os.kill(os.getpid(), signal.SIGKILL)
-            elif event.kind == KINDS[point] and event.phase == arg:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        orch.subscribe(on_event)
+    for spec, sig in ((args.kill_at, signal.SIGKILL), (args.stop_at, signal.SIGSTOP)):
+        if spec:
+            orch.subscribe(make_trap(spec, sig))
 
     if args.mode == "migrate":
         mid = orch.create(args.target, args.to)
