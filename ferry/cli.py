@@ -23,7 +23,6 @@ from ferry import errors
 from ferry.model import Migration
 
 console = Console()
-err_console = Console(stderr=True)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -52,7 +51,7 @@ class State:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
-    err_console.print(f"ferry: error: {message}", style="red", highlight=False, markup=False)
+    click.echo(f"ferry: error: {' '.join(message.split())}", err=True)  # one line, never wrapped
     sys.exit(code)
 
 

@@ -1,0 +1,139 @@
+"""The ferry command: exit codes, one-line errors, --json shapes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ferry import cli as cli_mod
+from ferry.cli import cli
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    cfg = tmp_path / "ferry.toml"
+    cfg.write_text("[simulated]\nspeed = 0\n[migration]\npost_retry_delay = 0\n")
+    return {"FERRY_DB": f"sqlite:///{tmp_path / 'cli.db'}", "FERRY_CONFIG": str(cfg)}
+
+
+def ferry(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_demo_json(env: dict[str, str]) -> None:
+    code, out, _ = ferry(env, "demo", "--speed", "0", "--json")
+    assert code == 0
+    m = json.loads(out)
+    assert m["status"] == "completed"
+    assert m["instance"] == "web-1" and m["destination"] == "compute-3"
+    assert m["attempts"][0]["host"] == "compute-2" and m["attempts"][0]["outcome"] == "rejected"
+    assert {"name", "state", "seconds", "error"} <= set(m["phases"][0])
+
+
+def test_demo_human_output(env: dict[str, str]) -> None:
+    code, out, _ = ferry(env, "demo", "--speed", "0")
+    assert code == 0
+    assert "completed" in out and "compute-2" in out and "rejected" in out
+
+
+def test_hosts_instances_migrate_list_show(env: dict[str, str]) -> None:
+    code, out, _ = ferry(env, "hosts", "--json")
+    assert code == 0
+    hosts = {h["name"]: h for h in json.loads(out)}
+    assert hosts["compute-5"]["up"] is False and "claimed_memory_mb" in hosts["compute-1"]
+    code, out, _ = ferry(env, "instances", "--json")
+    assert code == 0 and any(i["name"] == "web-1" for i in json.loads(out))
+    code, out, _ = ferry(env, "migrate", "api-1", "--to", "compute-3", "--json")
+    assert code == 0
+    mid = json.loads(out)["id"]
+    code, out, _ = ferry(env, "list", "--json")
+    assert [m["id"] for m in json.loads(out)] == [mid]
+    code, out, _ = ferry(env, "list", "--status", "failed", "--json")
+    assert json.loads(out) == []
+    code, out, _ = ferry(env, "show", mid, "--json")
+    shown = json.loads(out)
+    for key in ("id", "status", "instance", "source", "destination", "attempts", "phases", "error"):
+        assert key in shown
+    assert shown["status"] == "completed" and shown["source"] == "compute-1"
+    code, out, _ = ferry(env, "show", mid)
+    assert code == 0 and "post-at-destination" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("migrate", "nope"), 1, "instance 'nope' not found"),
+        (("migrate", "batch-1"), 1, "is shutdown"),
+        (("migrate", "web-1", "--to", "compute-1"), 1, "cannot migrate to itself"),
+        (("migrate", "web-1", "--to", "ghost"), 1, "host 'ghost' is not a configured host"),
+        (("migrate", "web-1", "--set", "live_migration_downtime=1"), 2, "live_migration_downtime"),
+        (("show", "no-such-id"), 1, "migration 'no-such-id' not found"),
+        (("list", "--status", "weird"), 2, "unknown status"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(env: dict[str, str], args: tuple[str, ...], code: int,
+                                                  fragment: str) -> None:
+    rc, out, err = ferry(env, *args)
+    assert rc == code
+    assert err.count("\n") == 1 and err.startswith("ferry: error: ") and fragment in err
+    rc, out, _ = ferry(env, "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_bad_database_url_and_bad_toml(env: dict[str, str], tmp_path: Path) -> None:
+    rc, _, err = ferry({**env, "FERRY_DB": "nonsense://"}, "hosts")
+    assert rc == 2 and err.startswith("ferry: error: ") and err.count("\n") == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[migration\n")
+    rc, _, err = ferry({**env, "FERRY_CONFIG": str(bad)}, "hosts")
+    assert rc == 2 and "not valid TOML" in err and err.count("\n") == 1
+
+
+def test_failed_migration_exits_non_zero(env: dict[str, str]) -> None:
+    rc, out, err = ferry(env, "migrate", "web-1", "--to", "compute-2", "--json")
+    assert rc == 1
+    assert json.loads(out)["status"] == "failed"
+    assert "compute-2" in err
+
+
+def test_in_progress_is_refused(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_mod, "spawn_resume", lambda state, mid: None)  # leave it pending
+    rc, out, _ = ferry(env, "migrate", "web-1", "--detach", "--json")
+    assert rc == 0
+    mid = json.loads(out)["id"]
+    rc, _, err = ferry(env, "migrate", "web-1")
+    assert rc == 1 and "already being migrated" in err and mid in err
+    rc, out, _ = ferry(env, "abort", mid, "--json")
+    assert rc == 0 and json.loads(out)["status"] == "cancelled"
+
+
+def test_detach_spawns_a_resume_that_completes(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    spawned: list[list[str]] = []
+
+    class FakePopen:
+        def __init__(self, args: list[str], **kwargs: object) -> None:
+            assert kwargs.get("start_new_session") is True
+            spawned.append(args)
+
+    monkeypatch.setattr(cli_mod.subprocess, "Popen", FakePopen)
+    rc, out, _ = ferry(env, "migrate", "web-1", "--detach")
+    assert rc == 0
+    mid = out.strip()
+    assert spawned and spawned[0][-3:] == ["resume", mid, "--quiet"]
+    monkeypatch.undo()
+    # run exactly what would have been detached
+    done = subprocess.run(spawned[0], env={**env, "PATH": ""}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rc, out, _ = ferry(env, "show", mid, "--json")
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_module_entry_point() -> None:
+    done = subprocess.run([sys.executable, "-m", "ferry", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "migrate" in done.stdout
