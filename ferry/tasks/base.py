@@ -35,7 +35,9 @@ def describe(failure_or_exc: Any) -> str:
         exc = failure_or_exc.exception
         if isinstance(exc, FerryError):
             return str(exc)
-        return failure_or_exc.exception_str or repr(failure_or_exc)
+        names = list(getattr(failure_or_exc, "_exc_type_names", []) or [])
+        kind = names[0].rsplit(".", 1)[-1] if names else "Error"
+        return f"{kind}: {failure_or_exc.exception_str}"
     if isinstance(failure_or_exc, FerryError):
         return str(failure_or_exc)
     return f"{type(failure_or_exc).__name__}: {failure_or_exc}"
