@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -33,7 +34,7 @@ from ferry.drivers.base import Driver
 from ferry.drivers.registry import DriverRegistry
 from ferry.flows import constants as c
 from ferry.flows.live_migration import get_live_migration_flow
-from ferry.model import Host, Instance, Migration, MigrationRequest, MigrationStatus, PhaseState
+from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus, PhaseState
 from ferry.persistence.db import Database, default_database_url
 from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
@@ -53,8 +54,12 @@ _PHASE_EVENTS = {
 class MigrationHandle:
     """A migration running in a background thread (``live_migrate(..., wait=False)``)."""
 
-    def __init__(self, orchestrator: Orchestrator, migration_id: str,
-                 future: concurrent.futures.Future[Migration]) -> None:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        migration_id: str,
+        future: concurrent.futures.Future[Migration],
+    ) -> None:
         self.id = migration_id
         self._orch = orchestrator
         self._future = future
@@ -111,7 +116,8 @@ class Orchestrator:
 
     Build it from a config file (``Orchestrator(config="ferry.toml")``), from settings, or from
     arguments: a database URL and your own drivers (``drivers=[...]``), a clock, a callback for
-    events (``on_event``) and, for experiments, another TaskFlow persistence backend. Without anything it uses
+    events (``on_event``) and, for experiments, another TaskFlow persistence backend.
+    Without anything it uses
     ``$FERRY_DB``/``$FERRY_CONFIG`` or an SQLite file and the simulated demo cluster.
     """
 
@@ -137,7 +143,9 @@ class Orchestrator:
         else:
             self.drivers = DriverRegistry.from_settings(self.settings, self.db)
         if clock is None:
-            clock = next((d.clock for d in self.drivers.drivers if hasattr(d, "clock")), SystemClock())
+            clock = next(
+                (d.clock for d in self.drivers.drivers if hasattr(d, "clock")), SystemClock()
+            )
         self.clock: Clock = clock
         self.events = EventBus()
         if on_event is not None:
@@ -145,15 +153,24 @@ class Orchestrator:
         self.migrations = MigrationRepository(self.db)
         self.migrations.on_status(
             lambda mid, status, detail: self.events.emit(
-                Event(kind="status", migration_id=mid, status=status, detail=detail)))
+                Event(kind="status", migration_id=mid, status=status, detail=detail)
+            )
+        )
         self.claims = ClaimRepository(self.db)
         self.leases = LeaseRepository(self.db)
         # TaskFlow persistence: ferry's fast durable backend on the same database by default; any
         # TaskFlow backend may be passed (the benchmarks compare the stock and in-memory ones)
         self.backend = taskflow_backend if taskflow_backend is not None else FerryBackend(self.db)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.context = Context(db=self.db, settings=self.settings, drivers=self.drivers, clock=self.clock,
-                               migrations=self.migrations, claims=self.claims, events=self.events)
+        self.context = Context(
+            db=self.db,
+            settings=self.settings,
+            drivers=self.drivers,
+            clock=self.clock,
+            migrations=self.migrations,
+            claims=self.claims,
+            events=self.events,
+        )
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="ferry-run")
         self._handles: dict[str, MigrationHandle] = {}
 
@@ -162,17 +179,19 @@ class Orchestrator:
         """Call ``callback(event)`` for phase, progress and status events; returns unsubscribe."""
         return self.events.subscribe(callback)
 
-    def hosts(self) -> list[dict[str, Any]]:
+    def hosts(self) -> builtins.list[dict[str, Any]]:
         """Every host with capacity, usage and what migrations in flight have claimed on it."""
         infos = self.drivers.host_infos()
         claimed = self.claims.claimed()
         out = []
         for h in infos:
             cv, cm, cd = claimed.get(h.name, (0, 0, 0))
-            out.append(dict(h.to_dict(), claimed_vcpus=cv, claimed_memory_mb=cm, claimed_disk_gb=cd))
+            out.append(
+                dict(h.to_dict(), claimed_vcpus=cv, claimed_memory_mb=cm, claimed_disk_gb=cd)
+            )
         return out
 
-    def instances(self) -> list[Instance]:
+    def instances(self) -> builtins.list[Instance]:
         return self.drivers.list_instances()
 
     def get(self, migration_id: str) -> Migration:
@@ -181,13 +200,14 @@ class Orchestrator:
         record.phases = self._phases(migration_id)
         return record
 
-    def list(self, status: str | None = None, limit: int | None = None) -> list[Migration]:
+    def list(self, status: str | None = None, limit: int | None = None) -> builtins.list[Migration]:
         if status is not None and status not in {s.value for s in MigrationStatus}:
             raise errors.ConfigError(
-                f"unknown status {status!r}; one of {', '.join(s.value for s in MigrationStatus)}")
+                f"unknown status {status!r}; one of {', '.join(s.value for s in MigrationStatus)}"
+            )
         return self.migrations.list(status=status, limit=limit)
 
-    def _phases(self, migration_id: str) -> list[PhaseState]:
+    def _phases(self, migration_id: str) -> builtins.list[PhaseState]:
         try:
             with contextlib.closing(self.backend.get_connection()) as conn:
                 atoms = {ad.name: ad for ad in conn.get_atoms_for_flow(migration_id)}
@@ -203,7 +223,11 @@ class Orchestrator:
             end = ts.get(states.SUCCESS) or ts.get(states.FAILURE)
             seconds = round(end - start, 3) if start and end and end >= start else None
             error = ad.failure.exception_str if ad.failure is not None else None
-            phases.append(PhaseState(name=name, state=ad.state or states.PENDING, seconds=seconds, error=error))
+            phases.append(
+                PhaseState(
+                    name=name, state=ad.state or states.PENDING, seconds=seconds, error=error
+                )
+            )
         return phases
 
     # ---------------------------------------------------------------- migrate
@@ -226,15 +250,23 @@ class Orchestrator:
         MigrationFailed), whose ``migration`` attribute holds the record. With ``wait=False``
         returns a :class:`MigrationHandle` at once; the run goes on in a background thread.
         """
-        migration_id = self.create(instance, destination, block_migration,
-                                   max_attempts=max_attempts, overrides=overrides)
+        migration_id = self.create(
+            instance, destination, block_migration, max_attempts=max_attempts, overrides=overrides
+        )
         if wait:
             return self._run(migration_id)
         return self._background(migration_id)
 
-    def create(self, instance: str, destination: str | None = None, block_migration: bool | None = None,
-               *, max_attempts: int | None = None, overrides: dict[str, Any] | None = None,
-               status: MigrationStatus = MigrationStatus.ACCEPTED) -> str:
+    def create(
+        self,
+        instance: str,
+        destination: str | None = None,
+        block_migration: bool | None = None,
+        *,
+        max_attempts: int | None = None,
+        overrides: dict[str, Any] | None = None,
+        status: MigrationStatus = MigrationStatus.ACCEPTED,
+    ) -> str:
         """Validate the request, create the record, the instance lock and the logbook; run nothing.
 
         Returns the migration id (a runner such as :meth:`resume` or a conductor runs it).
@@ -244,8 +276,13 @@ class Orchestrator:
             if max_attempts < 0:
                 raise errors.ConfigError("max_attempts must be >= 0")
             policy = dataclasses.replace(policy, max_attempts=max_attempts)
-        request = MigrationRequest(instance=instance, destination=destination, block_migration=block_migration,
-                                   max_attempts=max_attempts, overrides=dict(overrides or {}))
+        request = MigrationRequest(
+            instance=instance,
+            destination=destination,
+            block_migration=block_migration,
+            max_attempts=max_attempts,
+            overrides=dict(overrides or {}),
+        )
         inst = self.drivers.find_instance(instance)
         validate_request(self.context, inst, request)
         migration_id = str(uuid.uuid4())
@@ -254,16 +291,24 @@ class Orchestrator:
             self._save_logbook(migration_id, request.to_dict(), dataclasses.asdict(policy))
         except Exception:
             # the run cannot exist without its logbook: leave nothing half made
-            self.migrations.set_status(migration_id, MigrationStatus.FAILED,
-                                       detail="could not create the logbook", error="could not create the logbook")
+            self.migrations.set_status(
+                migration_id,
+                MigrationStatus.FAILED,
+                detail="could not create the logbook",
+                error="could not create the logbook",
+            )
             self.migrations.release_lock(inst.uuid, migration_id)
             raise
         return migration_id
 
-    def _save_logbook(self, migration_id: str, request: dict[str, Any], policy: dict[str, Any]) -> None:
+    def _save_logbook(
+        self, migration_id: str, request: dict[str, Any], policy: dict[str, Any]
+    ) -> None:
         book = tf_models.LogBook(f"migration-{migration_id}", uuid=migration_id)
         fd = tf_models.FlowDetail(c.FLOW_NAME, uuid=migration_id)
-        fd.meta = {STORE_META_KEY: {c.MIGRATION_ID: migration_id, c.REQUEST: request, c.SETTINGS: policy}}
+        fd.meta = {
+            STORE_META_KEY: {c.MIGRATION_ID: migration_id, c.REQUEST: request, c.SETTINGS: policy}
+        }
         book.add(fd)
         engines.save_factory_details(fd, get_live_migration_flow, [], {}, backend=None)
         with contextlib.closing(self.backend.get_connection()) as conn:
@@ -277,7 +322,11 @@ class Orchestrator:
         returned as it is.
         """
         record = self.migrations.get(migration_id)
-        if record.done and self._flow_state(migration_id) in (states.SUCCESS, states.REVERTED, None):
+        if record.done and self._flow_state(migration_id) in (
+            states.SUCCESS,
+            states.REVERTED,
+            None,
+        ):
             return record if wait else self._finished_handle(record)
         if wait:
             return self._run(migration_id)
@@ -335,7 +384,8 @@ class Orchestrator:
             left = max(0.0, float(lease.get("expires_at", 0)) - time.time())
             raise errors.MigrationInProgress(
                 f"migration {migration_id} is being run by {lease.get('owner', 'another runner')} "
-                f"(its lease expires in {left:.0f} s unless renewed)")
+                f"(its lease expires in {left:.0f} s unless renewed)"
+            )
         heartbeat = _Heartbeat(self.leases, migration_id, self.owner, ttl)
         failure: BaseException | None = None
         try:
@@ -348,7 +398,9 @@ class Orchestrator:
                 failure = exc
             if heartbeat.lost:
                 raise errors.LeaseLost(
-                    f"migration {migration_id}: this runner lost its lease; another runner continues it")
+                    f"migration {migration_id}: this runner lost its lease; "
+                    "another runner continues it"
+                )
         finally:
             heartbeat.stop()
             self.leases.release(migration_id, self.owner)
@@ -362,7 +414,9 @@ class Orchestrator:
         # lease; do not make the operator wait for the expiry when its process is provably gone.
         lease = self.leases.get(migration_id)
         if lease and _local_owner_dead(lease["owner"]):
-            LOG.warning("migration %s: taking over from dead runner %s", migration_id, lease["owner"])
+            LOG.warning(
+                "migration %s: taking over from dead runner %s", migration_id, lease["owner"]
+            )
             return self.leases.take_over(migration_id, lease["owner"], self.owner, ttl)
         return False
 
@@ -406,16 +460,21 @@ class Orchestrator:
             error = errors.MigrationCancelled(record.id)
         elif record.status == MigrationStatus.FAILED and isinstance(exc, errors.NoValidHost):
             error = exc
-        elif record.status == MigrationStatus.FAILED and isinstance(exc, errors.MigrationPreCheckError):
+        elif record.status == MigrationStatus.FAILED and isinstance(
+            exc, errors.MigrationPreCheckError
+        ):
             if record.requested_destination:
                 error = exc
             else:
                 error = errors.NoValidHost(
-                    {a.host: a.reason or "" for a in record.attempts if a.outcome == "rejected"})
+                    {a.host: a.reason or "" for a in record.attempts if a.outcome == "rejected"}
+                )
         else:
-            error = errors.MigrationFailed(record.id, record.status, record.error or (str(exc) if exc else ""))
+            error = errors.MigrationFailed(
+                record.id, record.status, record.error or (str(exc) if exc else "")
+            )
             error.__cause__ = exc
-        error.migration = record  # type: ignore[attr-defined]
+        error.migration = record
         raise error
 
     def close(self) -> None:

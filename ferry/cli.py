@@ -87,8 +87,13 @@ def migration_json(m: Migration) -> dict[str, Any]:
         "destination": m.destination,
         "requested_destination": m.requested_destination,
         "block_migration": m.block_migration,
-        "attempts": [{"host": a.host, "outcome": a.outcome, "reason": a.reason} for a in m.attempts],
-        "phases": [{"name": p.name, "state": p.state, "seconds": p.seconds, "error": p.error} for p in m.phases],
+        "attempts": [
+            {"host": a.host, "outcome": a.outcome, "reason": a.reason} for a in m.attempts
+        ],
+        "phases": [
+            {"name": p.name, "state": p.state, "seconds": p.seconds, "error": p.error}
+            for p in m.phases
+        ],
         "history": [{"status": h.status, "at": h.at, "detail": h.detail} for h in m.history],
         "progress": m.progress,
         "error": m.error,
@@ -100,7 +105,9 @@ def migration_json(m: Migration) -> dict[str, Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="FERRY_DB", metavar="URL", help="Database URL (env FERRY_DB).")
-@click.option("--config", envvar="FERRY_CONFIG", metavar="FILE", help="Config file (env FERRY_CONFIG).")
+@click.option(
+    "--config", envvar="FERRY_CONFIG", metavar="FILE", help="Config file (env FERRY_CONFIG)."
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="ferry")
 @click.pass_context
@@ -147,9 +154,11 @@ class ProgressView:
         elif event.kind == "progress":
             d = event.data
             eta = d.get("eta_s")
-            detail = (f"{d.get('memory_processed_mb', 0):.0f}/{d.get('memory_total_mb', 0):.0f} MiB  "
-                      f"iter {d.get('iteration', 0)}  downtime {d.get('downtime_ms', 0)} ms"
-                      + (f"  ETA {eta:.1f}s" if eta is not None else ""))
+            detail = (
+                f"{d.get('memory_processed_mb', 0):.0f}/{d.get('memory_total_mb', 0):.0f} MiB  "
+                f"iter {d.get('iteration', 0)}  downtime {d.get('downtime_ms', 0)} ms"
+                + (f"  ETA {eta:.1f}s" if eta is not None else "")
+            )
             self.progress.update(self.task, completed=d.get("percent", 0.0), detail=detail)
         elif event.kind == "status" and event.status == "completed":
             self.progress.update(self.task, completed=100, phase="completed")
@@ -158,7 +167,9 @@ class ProgressView:
 
 
 def run_with_progress(orch: Any, start: Callable[[], Any], as_json: bool) -> None:
-    view = ProgressView(quiet=as_json or not console.is_terminal and os.environ.get("FERRY_PROGRESS") != "1")
+    view = ProgressView(
+        quiet=as_json or (not console.is_terminal and os.environ.get("FERRY_PROGRESS") != "1")
+    )
     unsubscribe = orch.subscribe(view.on_event)
     migration: Migration | None = None
     failure: errors.FerryError | None = None
@@ -186,13 +197,17 @@ def run_with_progress(orch: Any, start: Callable[[], Any], as_json: bool) -> Non
 
 # --------------------------------------------------------------------- output
 def print_migration(m: Migration) -> None:
-    colour = {"completed": "green", "failed": "red", "error": "red", "cancelled": "yellow"}.get(m.status, "cyan")
+    colour = {"completed": "green", "failed": "red", "error": "red", "cancelled": "yellow"}.get(
+        m.status, "cyan"
+    )
     console.print(f"[bold]migration[/bold] {m.id}  [{colour}]{m.status}[/{colour}]")
     console.print(f"  instance     {m.instance_name} ({m.instance})", highlight=False)
     console.print(f"  source       {m.source}", highlight=False)
-    console.print(f"  destination  {m.destination or '-'}"
-                  + (f" (requested {m.requested_destination})" if m.requested_destination else ""),
-                  highlight=False)
+    console.print(
+        f"  destination  {m.destination or '-'}"
+        + (f" (requested {m.requested_destination})" if m.requested_destination else ""),
+        highlight=False,
+    )
     if m.block_migration is not None:
         console.print(f"  block migration  {'yes' if m.block_migration else 'no'}")
     if m.phases:
@@ -202,9 +217,18 @@ def print_migration(m: Migration) -> None:
         t.add_column("seconds", justify="right")
         t.add_column("error", overflow="fold")
         for p in m.phases:
-            st = {"SUCCESS": "green", "FAILURE": "red", "REVERTED": "yellow", "RUNNING": "cyan"}.get(p.state, "")
-            t.add_row(p.name, f"[{st}]{p.state}[/{st}]" if st else p.state,
-                      f"{p.seconds:.3f}" if p.seconds is not None else "", p.error or "")
+            st = {
+                "SUCCESS": "green",
+                "FAILURE": "red",
+                "REVERTED": "yellow",
+                "RUNNING": "cyan",
+            }.get(p.state, "")
+            t.add_row(
+                p.name,
+                f"[{st}]{p.state}[/{st}]" if st else p.state,
+                f"{p.seconds:.3f}" if p.seconds is not None else "",
+                p.error or "",
+            )
         console.print(t)
     if m.attempts:
         t = Table(title="hosts tried", title_justify="left", show_edge=False)
@@ -220,13 +244,20 @@ def print_migration(m: Migration) -> None:
         t.add_column("status")
         t.add_column("detail", overflow="fold")
         for h in m.history:
-            t.add_row(time.strftime("%H:%M:%S", time.localtime(h.at)) + f".{int(h.at * 1000) % 1000:03d}",
-                      h.status, h.detail or "")
+            t.add_row(
+                time.strftime("%H:%M:%S", time.localtime(h.at)) + f".{int(h.at * 1000) % 1000:03d}",
+                h.status,
+                h.detail or "",
+            )
         console.print(t)
     result = (m.progress or {}).get("result")
     if result:
-        console.print(f"  transfer: {result.get('iterations')} iteration(s), downtime {result.get('downtime_ms')} ms, "
-                      f"{result.get('elapsed_s')} s (simulated), lever: {result.get('lever')}", highlight=False)
+        console.print(
+            f"  transfer: {result.get('iterations')} iteration(s), "
+            f"downtime {result.get('downtime_ms')} ms, "
+            f"{result.get('elapsed_s')} s (simulated), lever: {result.get('lever')}",
+            highlight=False,
+        )
     if m.error:
         console.print(f"  [red]error[/red]: {m.error}", highlight=False)
     for left in m.leftovers:
@@ -249,7 +280,9 @@ def demo(state: State, speed: float | None, as_json: bool) -> None:
     if speed is not None:
         import dataclasses
 
-        settings = dataclasses.replace(settings, simulated=dataclasses.replace(settings.simulated, speed=speed))
+        settings = dataclasses.replace(
+            settings, simulated=dataclasses.replace(settings.simulated, speed=speed)
+        )
     url = state.db or demo_database_url()
     orch = Orchestrator(url, settings=settings)
     sim = next((d for d in orch.drivers.drivers if d.name == "simulated"), None)
@@ -259,21 +292,39 @@ def demo(state: State, speed: float | None, as_json: bool) -> None:
     if not as_json:
         console.print(f"[bold]ferry demo[/bold]: simulated cluster reset in {orch.db}")
         print_hosts(orch.hosts())
-        console.print(f"Live-migrating [bold]{DEMO_VM}[/bold]; the scheduler's first choice will fail "
-                      "its destination check, so watch the reschedule.\n")
+        console.print(
+            f"Live-migrating [bold]{DEMO_VM}[/bold]; the scheduler's first choice will fail "
+            "its destination check, so watch the reschedule.\n"
+        )
     run_with_progress(orch, lambda: orch.live_migrate(DEMO_VM), as_json)
 
 
 def print_hosts(hosts: list[dict[str, Any]]) -> None:
     t = Table(show_edge=False)
-    for col in ("host", "driver", "hypervisor", "up", "enabled", "vCPUs used/total",
-                "RAM MiB used/total", "claimed MiB", "storage"):
+    for col in (
+        "host",
+        "driver",
+        "hypervisor",
+        "up",
+        "enabled",
+        "vCPUs used/total",
+        "RAM MiB used/total",
+        "claimed MiB",
+        "storage",
+    ):
         t.add_column(col)
     for h in hosts:
-        t.add_row(h["name"], h["driver"], f"{h['hypervisor_type']} {h['hypervisor_version']}",
-                  "yes" if h["up"] else "[red]no[/red]", "yes" if h["enabled"] else "no",
-                  f"{h['vcpus_used']}/{h['vcpus']}", f"{h['memory_mb_used']}/{h['memory_mb']}",
-                  str(h["claimed_memory_mb"]), h.get("storage_group") or "local")
+        t.add_row(
+            h["name"],
+            h["driver"],
+            f"{h['hypervisor_type']} {h['hypervisor_version']}",
+            "yes" if h["up"] else "[red]no[/red]",
+            "yes" if h["enabled"] else "no",
+            f"{h['vcpus_used']}/{h['vcpus']}",
+            f"{h['memory_mb_used']}/{h['memory_mb']}",
+            str(h["claimed_memory_mb"]),
+            h.get("storage_group") or "local",
+        )
     console.print(t)
 
 
@@ -304,38 +355,75 @@ def instances(state: State, as_json: bool) -> None:
     for col in ("name", "uuid", "host", "state", "vCPUs", "RAM MiB", "disk GiB"):
         t.add_column(col)
     for i in data:
-        t.add_row(i["name"], i["uuid"], i["host"], i["power_state"], str(i["vcpus"]), str(i["memory_mb"]),
-                  str(i["disk_gb"]))
+        t.add_row(
+            i["name"],
+            i["uuid"],
+            i["host"],
+            i["power_state"],
+            str(i["vcpus"]),
+            str(i["memory_mb"]),
+            str(i["disk_gb"]),
+        )
     console.print(t)
 
 
 @cli.command()
 @click.argument("vm")
-@click.option("--to", "destination", metavar="HOST", help="Force the destination (checks still run).")
-@click.option("--block-migrate/--no-block-migrate", "block_migration", default=None,
-              help="Copy local disks too (default: decided by the destination check).")
-@click.option("--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.")
-@click.option("--detach", is_flag=True, help="Print the migration id and return; it runs in the background.")
+@click.option(
+    "--to", "destination", metavar="HOST", help="Force the destination (checks still run)."
+)
+@click.option(
+    "--block-migrate/--no-block-migrate",
+    "block_migration",
+    default=None,
+    help="Copy local disks too (default: decided by the destination check).",
+)
+@click.option(
+    "--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.",
+)
+@click.option(
+    "--detach", is_flag=True, help="Print the migration id and return; it runs in the background."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @guarded
-def migrate(state: State, vm: str, destination: str | None, block_migration: bool | None,
-            max_attempts: int | None, overrides: tuple[str, ...], detach: bool, as_json: bool) -> None:
+def migrate(
+    state: State,
+    vm: str,
+    destination: str | None,
+    block_migration: bool | None,
+    max_attempts: int | None,
+    overrides: tuple[str, ...],
+    detach: bool,
+    as_json: bool,
+) -> None:
     """Live-migrate VM (name or UUID)."""
     orch = state.orchestrator()
     parsed = parse_overrides(overrides)
     if detach:
-        mid = orch.create(vm, destination, block_migration, max_attempts=max_attempts, overrides=parsed)
+        mid = orch.create(
+            vm, destination, block_migration, max_attempts=max_attempts, overrides=parsed
+        )
         spawn_resume(state, mid)
         if as_json:
             emit_json({"id": mid, "status": "accepted"})
         else:
             click.echo(mid)
         return
-    run_with_progress(orch, lambda: orch.live_migrate(vm, destination, block_migration,
-                                                       max_attempts=max_attempts, overrides=parsed), as_json)
+    run_with_progress(
+        orch,
+        lambda: orch.live_migrate(
+            vm, destination, block_migration, max_attempts=max_attempts, overrides=parsed
+        ),
+        as_json,
+    )
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
@@ -361,8 +449,14 @@ def spawn_resume(state: State, migration_id: str) -> None:
     if state.config:
         args += ["--config", state.config]
     args += ["resume", migration_id, "--quiet"]
-    subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 @cli.command(name="list")
@@ -382,9 +476,15 @@ def list_(state: State, status: str | None, limit: int | None, as_json: bool) ->
         t.add_column(col)
     for m in items:
         pct = (m.progress or {}).get("percent")
-        t.add_row(m.id, m.status, m.instance_name or m.instance, m.source or "", m.destination or "",
-                  f"{pct:.0f}%" if pct is not None else "", time.strftime("%Y-%m-%d %H:%M:%S",
-                                                                          time.localtime(m.created_at)))
+        t.add_row(
+            m.id,
+            m.status,
+            m.instance_name or m.instance,
+            m.source or "",
+            m.destination or "",
+            f"{pct:.0f}%" if pct is not None else "",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at)),
+        )
     console.print(t)
 
 

@@ -16,7 +16,7 @@ The file shape (every section optional)::
     live_migration_bandwidth = 0             # MiB/s, 0 = unlimited
     [simulated]
     cluster = "path/cluster.toml"            # optional; the shipped demo cluster otherwise
-    speed = 1.0                              # simulated seconds per wall second; 0 = stepped (tests)
+    speed = 1.0                              # simulated s per wall s; 0 = stepped (tests)
     [runner]
     lease_seconds = 30
     [[hosts]]
@@ -61,17 +61,27 @@ class MigrationSettings:
     def with_overrides(self, overrides: dict[str, Any] | None) -> MigrationSettings:
         if not overrides:
             return self
-        return _build(MigrationSettings, {**dataclasses.asdict(self), **overrides}, "migration overrides")
+        return _build(
+            MigrationSettings, {**dataclasses.asdict(self), **overrides}, "migration overrides"
+        )
 
     def validate(self, where: str) -> None:
         checks = [
             (self.max_attempts >= 0, "max_attempts must be >= 0"),
             (self.live_migration_downtime >= 100, "live_migration_downtime must be >= 100 (ms)"),
             (self.live_migration_downtime_steps >= 3, "live_migration_downtime_steps must be >= 3"),
-            (self.live_migration_downtime_delay >= 3, "live_migration_downtime_delay must be >= 3 (s/GiB)"),
-            (self.live_migration_completion_timeout >= 0, "live_migration_completion_timeout must be >= 0"),
-            (self.live_migration_timeout_action in TIMEOUT_ACTIONS,
-             f"live_migration_timeout_action must be one of {', '.join(TIMEOUT_ACTIONS)}"),
+            (
+                self.live_migration_downtime_delay >= 3,
+                "live_migration_downtime_delay must be >= 3 (s/GiB)",
+            ),
+            (
+                self.live_migration_completion_timeout >= 0,
+                "live_migration_completion_timeout must be >= 0",
+            ),
+            (
+                self.live_migration_timeout_action in TIMEOUT_ACTIONS,
+                f"live_migration_timeout_action must be one of {', '.join(TIMEOUT_ACTIONS)}",
+            ),
             (self.live_migration_bandwidth >= 0, "live_migration_bandwidth must be >= 0"),
             (self.poll_interval > 0, "poll_interval must be > 0"),
             (self.post_retries >= 1, "post_retries must be >= 1"),
@@ -174,7 +184,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"config file {p} cannot be read: {exc.strerror}") from None
-    settings = parse_settings(data, where, base_dir=Path(chosen).expanduser().parent if chosen else None)
+    settings = parse_settings(
+        data, where, base_dir=Path(chosen).expanduser().parent if chosen else None
+    )
     if chosen:
         settings = dataclasses.replace(settings, path=str(Path(chosen).expanduser()))
     if overrides:
@@ -182,8 +194,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     return settings
 
 
-def parse_settings(data: dict[str, Any], where: str = "configuration",
-                   base_dir: Path | None = None) -> Settings:
+def parse_settings(
+    data: dict[str, Any], where: str = "configuration", base_dir: Path | None = None
+) -> Settings:
     known = {"database", "migration", "simulated", "runner", "hosts"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -216,12 +229,18 @@ def parse_settings(data: dict[str, Any], where: str = "configuration",
         seen.add(name)
         if "password" in h:
             raise ConfigError(
-                f"{where}: host {name!r}: put no password in the config; use password_env or password_file"
+                f"{where}: host {name!r}: put no password in the config; "
+                "use password_env or password_file"
             )
         options = {k: v for k, v in h.items() if k not in ("name", "driver")}
         hosts.append(HostConfig(name=name, driver=driver, options=options))
-    return Settings(database_url=url, migration=migration, simulated=simulated, runner=runner,
-                    hosts=tuple(hosts))
+    return Settings(
+        database_url=url,
+        migration=migration,
+        simulated=simulated,
+        runner=runner,
+        hosts=tuple(hosts),
+    )
 
 
 def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:

@@ -10,7 +10,12 @@ from typing import Any
 
 
 class FerryError(Exception):
-    """Base class of every error ferry raises on purpose."""
+    """Base class of every error ferry raises on purpose.
+
+    ``migration`` is set (to the :class:`~ferry.model.Migration` record) on errors that end a run.
+    """
+
+    migration: Any = None
 
     def __init__(self, message: str, *args: Any) -> None:
         super().__init__(message, *args)
@@ -32,7 +37,9 @@ class InstanceNotFound(FerryError):
 
 class InstanceInvalidState(FerryError):
     def __init__(self, name: str, state: str, expected: str = "running or paused") -> None:
-        super().__init__(f"instance {name!r} is {state}; it must be {expected} to migrate", name, state, expected)
+        super().__init__(
+            f"instance {name!r} is {state}; it must be {expected} to migrate", name, state, expected
+        )
         self.state = state
 
 
@@ -50,7 +57,11 @@ class ComputeHostUnavailable(FerryError):
 
 class UnableToMigrateToSelf(FerryError):
     def __init__(self, instance: str, host: str) -> None:
-        super().__init__(f"instance {instance!r} already runs on {host!r}; cannot migrate to itself", instance, host)
+        super().__init__(
+            f"instance {instance!r} already runs on {host!r}; cannot migrate to itself",
+            instance,
+            host,
+        )
 
 
 class MigrationInProgress(FerryError):
@@ -109,12 +120,16 @@ class TransferTimeout(TransferFailed):
 class MigrationCancelled(FerryError):
     def __init__(self, migration_id: str, when: str = "") -> None:
         suffix = f" {when}" if when else ""
-        super().__init__(f"migration {migration_id} was aborted by request{suffix}", migration_id, when)
+        super().__init__(
+            f"migration {migration_id} was aborted by request{suffix}", migration_id, when
+        )
 
 
 class AbortTooLate(FerryError):
     def __init__(self, migration_id: str, status: str) -> None:
-        super().__init__(f"migration {migration_id} cannot be aborted: it is {status}", migration_id, status)
+        super().__init__(
+            f"migration {migration_id} cannot be aborted: it is {status}", migration_id, status
+        )
 
 
 class LeaseLost(FerryError):
@@ -124,7 +139,8 @@ class LeaseLost(FerryError):
 class MissingExtra(FerryError):
     def __init__(self, driver: str, extra: str, module: str) -> None:
         super().__init__(
-            f"the {driver} driver needs the Python module {module!r}; install it with: pip install 'ferry[{extra}]'",
+            f"the {driver} driver needs the Python module {module!r}; "
+            f"install it with: pip install 'ferry[{extra}]'",
             driver,
             extra,
             module,
@@ -135,7 +151,9 @@ class MigrationFailed(FerryError):
     """A migration ended ``failed`` or ``error``; ``status`` and the record's error say why."""
 
     def __init__(self, migration_id: str, status: str, error: str) -> None:
-        super().__init__(f"migration {migration_id} ended {status}: {error}", migration_id, status, error)
+        super().__init__(
+            f"migration {migration_id} ended {status}: {error}", migration_id, status, error
+        )
         self.migration_id = migration_id
         self.status = status
         self.error = error

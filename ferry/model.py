@@ -18,7 +18,7 @@ class _Record:
     """Mixin: dataclass <-> plain dict, ignoring unknown keys (forward compatible)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)  # type: ignore[no-any-return]
+        return _to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

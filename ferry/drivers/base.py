@@ -143,7 +143,8 @@ class Driver(abc.ABC):
     def force_complete(self, instance: Instance, data: MigrateData) -> str:
         """Make the transfer finish now (post-copy when permitted, else pause the guest).
 
-        Returns the lever used (``post-copy`` or ``pause``). Raises :class:`~ferry.errors.DriverError`.
+        Returns the lever used (``post-copy`` or ``pause``).
+        Raises :class:`~ferry.errors.DriverError`.
         """
 
     @abc.abstractmethod

@@ -88,6 +88,8 @@ class DriverRegistry:
             from ferry.drivers.simulated import SimulatedDriver
 
             drivers.append(
-                SimulatedDriver(db, cluster_file=settings.simulated.cluster, speed=settings.simulated.speed)
+                SimulatedDriver(
+                    db, cluster_file=settings.simulated.cluster, speed=settings.simulated.speed
+                )
             )
         return cls(drivers)

@@ -32,7 +32,9 @@ def get_live_migration_flow() -> linear_flow.Flow:
     Inputs in the store: ``migration_id``, ``request`` (a MigrationRequest dict), ``settings``
     (MigrationSettings dict) and, injected transiently by the runner, ``context``.
     """
-    select = linear_flow.Flow(c.SELECT_DESTINATION, retry=Reschedule(name=c.RESCHEDULE, provides=c.EXCLUDED))
+    select = linear_flow.Flow(
+        c.SELECT_DESTINATION, retry=Reschedule(name=c.RESCHEDULE, provides=c.EXCLUDED)
+    )
     select.add(
         Schedule(c.SCHEDULE, provides=c.DESTINATION),
         ClaimDestination(c.CLAIM),

@@ -76,7 +76,10 @@ class Database:
         if self.is_sqlite:
             database = parsed.database or ""
             memory = database in ("", ":memory:")
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            }
             if memory:
                 kwargs["poolclass"] = pool.StaticPool
             else:

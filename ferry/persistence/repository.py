@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,19 +25,24 @@ from ferry.persistence.models import (
     MigrationRow,
 )
 
-M = MigrationRow.__table__
-EV = MigrationEventRow.__table__
-AT = AttemptRow.__table__
-LOCK = InstanceLockRow.__table__
-HS = HostStateRow.__table__
-CL = ClaimRow.__table__
-LS = LeaseRow.__table__
+M = cast(sa.Table, MigrationRow.__table__)
+EV = cast(sa.Table, MigrationEventRow.__table__)
+AT = cast(sa.Table, AttemptRow.__table__)
+LOCK = cast(sa.Table, InstanceLockRow.__table__)
+HS = cast(sa.Table, HostStateRow.__table__)
+CL = cast(sa.Table, ClaimRow.__table__)
+LS = cast(sa.Table, LeaseRow.__table__)
 
 StatusListener = Callable[[str, str, str | None], None]
 
 
-def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Iterable[str],
-            update: Iterable[str] | None = None) -> None:
+def _upsert(
+    conn: Connection,
+    table: sa.Table,
+    values: dict[str, Any],
+    keys: Iterable[str],
+    update: Iterable[str] | None = None,
+) -> None:
     keys = list(keys)
     cols = list(update) if update is not None else [k for k in values if k not in keys]
     ins: Any
@@ -46,7 +51,9 @@ def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: Ite
     else:
         ins = sqlite.insert(table).values(**values)
     if cols:
-        ins = ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in cols})
+        ins = ins.on_conflict_do_update(
+            index_elements=keys, set_={c: ins.excluded[c] for c in cols}
+        )
     else:
         ins = ins.on_conflict_do_nothing(index_elements=keys)
     conn.execute(ins)
@@ -65,8 +72,13 @@ class MigrationRepository:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ create
-    def create(self, migration_id: str, instance: Instance, request: dict[str, Any],
-               status: MigrationStatus = MigrationStatus.ACCEPTED) -> None:
+    def create(
+        self,
+        migration_id: str,
+        instance: Instance,
+        request: dict[str, Any],
+        status: MigrationStatus = MigrationStatus.ACCEPTED,
+    ) -> None:
         """Insert the record and take the instance lock, atomically.
 
         Raises :class:`MigrationInProgress` when another migration holds the instance.
@@ -83,20 +95,35 @@ class MigrationRepository:
                     )
                 conn.execute(
                     M.insert().values(
-                        id=migration_id, instance_uuid=instance.uuid, instance_name=instance.name,
-                        source=instance.host, destination=request.get("destination"),
+                        id=migration_id,
+                        instance_uuid=instance.uuid,
+                        instance_name=instance.name,
+                        source=instance.host,
+                        destination=request.get("destination"),
                         requested_destination=request.get("destination"),
-                        block_migration=request.get("block_migration"), status=status.value,
-                        error=None, progress={}, leftovers=[], request=request,
-                        abort_requested=False, created_at=now, updated_at=now,
+                        block_migration=request.get("block_migration"),
+                        status=status.value,
+                        error=None,
+                        progress={},
+                        leftovers=[],
+                        request=request,
+                        abort_requested=False,
+                        created_at=now,
+                        updated_at=now,
                     )
                 )
-                conn.execute(EV.insert().values(migration_id=migration_id, status=status.value, at=now))
                 conn.execute(
-                    LOCK.insert().values(instance_uuid=instance.uuid, migration_id=migration_id, created_at=now)
+                    EV.insert().values(migration_id=migration_id, status=status.value, at=now)
+                )
+                conn.execute(
+                    LOCK.insert().values(
+                        instance_uuid=instance.uuid, migration_id=migration_id, created_at=now
+                    )
                 )
         except sa.exc.IntegrityError:
-            raise MigrationInProgress(f"instance {instance.name!r} is already being migrated") from None
+            raise MigrationInProgress(
+                f"instance {instance.name!r} is already being migrated"
+            ) from None
         self._notify(migration_id, status.value, None)
 
     # ------------------------------------------------------------------- reads
@@ -105,12 +132,20 @@ class MigrationRepository:
             row = conn.execute(sa.select(M).where(M.c.id == migration_id)).mappings().first()
             if row is None:
                 raise MigrationNotFound(migration_id)
-            events = conn.execute(
-                sa.select(EV).where(EV.c.migration_id == migration_id).order_by(EV.c.id)
-            ).mappings().all()
-            attempts = conn.execute(
-                sa.select(AT).where(AT.c.migration_id == migration_id).order_by(AT.c.id)
-            ).mappings().all()
+            events = (
+                conn.execute(
+                    sa.select(EV).where(EV.c.migration_id == migration_id).order_by(EV.c.id)
+                )
+                .mappings()
+                .all()
+            )
+            attempts = (
+                conn.execute(
+                    sa.select(AT).where(AT.c.migration_id == migration_id).order_by(AT.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return self._to_model(row, events, attempts)
 
     def exists(self, migration_id: str) -> bool:
@@ -134,20 +169,33 @@ class MigrationRepository:
     @staticmethod
     def _to_model(row: Any, events: Any, attempts: Any) -> Migration:
         return Migration(
-            id=row["id"], instance=row["instance_uuid"], instance_name=row["instance_name"],
-            source=row["source"], destination=row["destination"], status=row["status"],
-            block_migration=row["block_migration"], requested_destination=row["requested_destination"],
-            created_at=row["created_at"], updated_at=row["updated_at"],
-            history=[StatusChange(status=e["status"], at=e["at"], detail=e["detail"]) for e in events],
-            attempts=[Attempt(host=a["host"], outcome=a["outcome"], reason=a["reason"], at=a["at"])
-                      for a in attempts],
-            progress=dict(row["progress"] or {}), error=row["error"],
-            leftovers=list(row["leftovers"] or []), abort_requested=bool(row["abort_requested"]),
+            id=row["id"],
+            instance=row["instance_uuid"],
+            instance_name=row["instance_name"],
+            source=row["source"],
+            destination=row["destination"],
+            status=row["status"],
+            block_migration=row["block_migration"],
+            requested_destination=row["requested_destination"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            history=[
+                StatusChange(status=e["status"], at=e["at"], detail=e["detail"]) for e in events
+            ],
+            attempts=[
+                Attempt(host=a["host"], outcome=a["outcome"], reason=a["reason"], at=a["at"])
+                for a in attempts
+            ],
+            progress=dict(row["progress"] or {}),
+            error=row["error"],
+            leftovers=list(row["leftovers"] or []),
+            abort_requested=bool(row["abort_requested"]),
         )
 
     # ------------------------------------------------------------------ writes
-    def set_status(self, migration_id: str, status: MigrationStatus, detail: str | None = None,
-                   **fields: Any) -> bool:
+    def set_status(
+        self, migration_id: str, status: MigrationStatus, detail: str | None = None, **fields: Any
+    ) -> bool:
         """Move to ``status`` (and update ``fields``). Returns False when already there."""
         now = self.now()
         with self.db.connect() as conn:
@@ -158,55 +206,86 @@ class MigrationRepository:
             values = dict(fields, status=status.value, updated_at=now)
             conn.execute(M.update().where(M.c.id == migration_id).values(**values))
             if changed:
-                conn.execute(EV.insert().values(migration_id=migration_id, status=status.value,
-                                                detail=detail, at=now))
+                conn.execute(
+                    EV.insert().values(
+                        migration_id=migration_id, status=status.value, detail=detail, at=now
+                    )
+                )
         if changed:
             self._notify(migration_id, status.value, detail)
         return changed
 
     def update(self, migration_id: str, **fields: Any) -> None:
         with self.db.connect() as conn:
-            conn.execute(M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields))
+            conn.execute(
+                M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields)
+            )
 
     def add_leftover(self, migration_id: str, text: str) -> None:
         with self.db.connect() as conn:
-            current = conn.execute(sa.select(M.c.leftovers).where(M.c.id == migration_id)).scalar() or []
+            current = (
+                conn.execute(sa.select(M.c.leftovers).where(M.c.id == migration_id)).scalar() or []
+            )
             if text not in current:
-                conn.execute(M.update().where(M.c.id == migration_id).values(leftovers=[*current, text]))
+                conn.execute(
+                    M.update().where(M.c.id == migration_id).values(leftovers=[*current, text])
+                )
 
-    def record_attempt(self, migration_id: str, host: str, outcome: str, reason: str | None = None) -> None:
+    def record_attempt(
+        self, migration_id: str, host: str, outcome: str, reason: str | None = None
+    ) -> None:
         with self.db.connect() as conn:
-            _upsert(conn, AT, {"migration_id": migration_id, "host": host, "outcome": outcome,
-                               "reason": reason, "at": self.now()}, keys=["migration_id", "host"],
-                    update=["outcome", "reason"])
+            _upsert(
+                conn,
+                AT,
+                {
+                    "migration_id": migration_id,
+                    "host": host,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "at": self.now(),
+                },
+                keys=["migration_id", "host"],
+                update=["outcome", "reason"],
+            )
 
     def rejected_hosts(self, migration_id: str) -> dict[str, str]:
         with self.db.connect() as conn:
             rows = conn.execute(
                 sa.select(AT.c.host, AT.c.reason).where(
-                    AT.c.migration_id == migration_id, AT.c.outcome == "rejected")
+                    AT.c.migration_id == migration_id, AT.c.outcome == "rejected"
+                )
             ).all()
         return {h: r or "" for h, r in rows}
 
     def request_abort(self, migration_id: str) -> None:
         with self.db.connect() as conn:
-            res = conn.execute(M.update().where(M.c.id == migration_id).values(abort_requested=True))
+            res = conn.execute(
+                M.update().where(M.c.id == migration_id).values(abort_requested=True)
+            )
             if res.rowcount == 0:
                 raise MigrationNotFound(migration_id)
 
     def release_lock(self, instance_uuid: str, migration_id: str) -> None:
         with self.db.connect() as conn:
-            conn.execute(LOCK.delete().where(LOCK.c.instance_uuid == instance_uuid,
-                                             LOCK.c.migration_id == migration_id))
+            conn.execute(
+                LOCK.delete().where(
+                    LOCK.c.instance_uuid == instance_uuid, LOCK.c.migration_id == migration_id
+                )
+            )
 
     def lock_holder(self, instance_uuid: str) -> str | None:
         with self.db.connect() as conn:
             return conn.execute(
-                sa.select(LOCK.c.migration_id).where(LOCK.c.instance_uuid == instance_uuid)).scalar()
+                sa.select(LOCK.c.migration_id).where(LOCK.c.instance_uuid == instance_uuid)
+            ).scalar()
 
     def locks(self) -> dict[str, str]:
         with self.db.connect() as conn:
-            return {r[0]: r[1] for r in conn.execute(sa.select(LOCK.c.instance_uuid, LOCK.c.migration_id))}
+            return {
+                r[0]: r[1]
+                for r in conn.execute(sa.select(LOCK.c.instance_uuid, LOCK.c.migration_id))
+            }
 
     def _notify(self, migration_id: str, status: str, detail: str | None) -> None:
         for listener in list(self._listeners):
@@ -231,30 +310,46 @@ class ClaimRepository:
         with self.db.connect() as conn:
             for h in hosts:
                 values = {
-                    "name": h.name, "driver": h.driver, "hypervisor_type": h.hypervisor_type,
-                    "hypervisor_version": h.hypervisor_version, "vcpus": h.vcpus,
-                    "memory_mb": h.memory_mb, "disk_gb": h.disk_gb, "vcpus_used": h.vcpus_used,
-                    "memory_mb_used": h.memory_mb_used, "disk_gb_used": h.disk_gb_used,
-                    "up": h.up, "enabled": h.enabled, "storage_group": h.storage_group,
+                    "name": h.name,
+                    "driver": h.driver,
+                    "hypervisor_type": h.hypervisor_type,
+                    "hypervisor_version": h.hypervisor_version,
+                    "vcpus": h.vcpus,
+                    "memory_mb": h.memory_mb,
+                    "disk_gb": h.disk_gb,
+                    "vcpus_used": h.vcpus_used,
+                    "memory_mb_used": h.memory_mb_used,
+                    "disk_gb_used": h.disk_gb_used,
+                    "up": h.up,
+                    "enabled": h.enabled,
+                    "storage_group": h.storage_group,
                     "updated_at": now,
                 }
-                _upsert(conn, HS, {**values, "claimed_vcpus": 0, "claimed_memory_mb": 0,
-                                   "claimed_disk_gb": 0},
-                        keys=["name"], update=[k for k in values if k != "name"])
+                _upsert(
+                    conn,
+                    HS,
+                    {**values, "claimed_vcpus": 0, "claimed_memory_mb": 0, "claimed_disk_gb": 0},
+                    keys=["name"],
+                    update=[k for k in values if k != "name"],
+                )
 
     def claimed(self) -> dict[str, tuple[int, int, int]]:
         """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""
         with self.db.connect() as conn:
-            rows = conn.execute(sa.select(HS.c.name, HS.c.claimed_vcpus, HS.c.claimed_memory_mb,
-                                          HS.c.claimed_disk_gb)).all()
+            rows = conn.execute(
+                sa.select(
+                    HS.c.name, HS.c.claimed_vcpus, HS.c.claimed_memory_mb, HS.c.claimed_disk_gb
+                )
+            ).all()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def claim(self, migration_id: str, host: str, instance: Instance) -> bool:
         """Hold the instance's resources on ``host``. True when held (also when already held by
         this migration); False when the host has no room after other claims."""
         with self.db.connect() as conn:
-            held = conn.execute(sa.select(CL.c.host).where(
-                CL.c.migration_id == migration_id, CL.c.host == host)).first()
+            held = conn.execute(
+                sa.select(CL.c.host).where(CL.c.migration_id == migration_id, CL.c.host == host)
+            ).first()
             if held is not None:
                 return True
             fits = conn.execute(
@@ -262,7 +357,8 @@ class ClaimRepository:
                 .where(
                     HS.c.name == host,
                     HS.c.vcpus - HS.c.vcpus_used - HS.c.claimed_vcpus >= instance.vcpus,
-                    HS.c.memory_mb - HS.c.memory_mb_used - HS.c.claimed_memory_mb >= instance.memory_mb,
+                    HS.c.memory_mb - HS.c.memory_mb_used - HS.c.claimed_memory_mb
+                    >= instance.memory_mb,
                     HS.c.disk_gb - HS.c.disk_gb_used - HS.c.claimed_disk_gb >= instance.disk_gb,
                 )
                 .values(
@@ -273,10 +369,17 @@ class ClaimRepository:
             )
             if fits.rowcount != 1:
                 return False
-            conn.execute(CL.insert().values(
-                migration_id=migration_id, host=host, instance_uuid=instance.uuid,
-                vcpus=instance.vcpus, memory_mb=instance.memory_mb, disk_gb=instance.disk_gb,
-                created_at=self.now()))
+            conn.execute(
+                CL.insert().values(
+                    migration_id=migration_id,
+                    host=host,
+                    instance_uuid=instance.uuid,
+                    vcpus=instance.vcpus,
+                    memory_mb=instance.memory_mb,
+                    disk_gb=instance.disk_gb,
+                    created_at=self.now(),
+                )
+            )
             return True
 
     def release(self, migration_id: str, host: str | None = None) -> int:
@@ -287,13 +390,19 @@ class ClaimRepository:
             if host is not None:
                 q = q.where(CL.c.host == host)
             for c in conn.execute(q).mappings().all():
-                gone = conn.execute(CL.delete().where(CL.c.migration_id == migration_id,
-                                                      CL.c.host == c["host"]))
+                gone = conn.execute(
+                    CL.delete().where(CL.c.migration_id == migration_id, CL.c.host == c["host"])
+                )
                 if gone.rowcount:
-                    conn.execute(HS.update().where(HS.c.name == c["host"]).values(
-                        claimed_vcpus=HS.c.claimed_vcpus - c["vcpus"],
-                        claimed_memory_mb=HS.c.claimed_memory_mb - c["memory_mb"],
-                        claimed_disk_gb=HS.c.claimed_disk_gb - c["disk_gb"]))
+                    conn.execute(
+                        HS.update()
+                        .where(HS.c.name == c["host"])
+                        .values(
+                            claimed_vcpus=HS.c.claimed_vcpus - c["vcpus"],
+                            claimed_memory_mb=HS.c.claimed_memory_mb - c["memory_mb"],
+                            claimed_disk_gb=HS.c.claimed_disk_gb - c["disk_gb"],
+                        )
+                    )
                     released += 1
         return released
 
@@ -316,13 +425,25 @@ class LeaseRepository:
         """Take the lease if free, expired, or already ours. One conditional write: atomic."""
         now = self.now()
         with self.db.connect() as conn:
-            _upsert(conn, LS, {"migration_id": migration_id, "owner": owner, "acquired_at": now,
-                               "heartbeat_at": now, "expires_at": now + ttl},
-                    keys=["migration_id"], update=[])
+            _upsert(
+                conn,
+                LS,
+                {
+                    "migration_id": migration_id,
+                    "owner": owner,
+                    "acquired_at": now,
+                    "heartbeat_at": now,
+                    "expires_at": now + ttl,
+                },
+                keys=["migration_id"],
+                update=[],
+            )
             taken = conn.execute(
                 LS.update()
-                .where(LS.c.migration_id == migration_id,
-                       sa.or_(LS.c.owner == owner, LS.c.expires_at < now))
+                .where(
+                    LS.c.migration_id == migration_id,
+                    sa.or_(LS.c.owner == owner, LS.c.expires_at < now),
+                )
                 .values(owner=owner, heartbeat_at=now, expires_at=now + ttl)
             )
             return taken.rowcount == 1
@@ -332,15 +453,21 @@ class LeaseRepository:
         anyone else took it meanwhile."""
         now = self.now()
         with self.db.connect() as conn:
-            res = conn.execute(LS.update().where(LS.c.migration_id == migration_id, LS.c.owner == dead_owner)
-                               .values(owner=owner, acquired_at=now, heartbeat_at=now, expires_at=now + ttl))
+            res = conn.execute(
+                LS.update()
+                .where(LS.c.migration_id == migration_id, LS.c.owner == dead_owner)
+                .values(owner=owner, acquired_at=now, heartbeat_at=now, expires_at=now + ttl)
+            )
             return res.rowcount == 1
 
     def renew(self, migration_id: str, owner: str, ttl: float) -> bool:
         now = self.now()
         with self.db.connect() as conn:
-            res = conn.execute(LS.update().where(LS.c.migration_id == migration_id, LS.c.owner == owner)
-                               .values(heartbeat_at=now, expires_at=now + ttl))
+            res = conn.execute(
+                LS.update()
+                .where(LS.c.migration_id == migration_id, LS.c.owner == owner)
+                .values(heartbeat_at=now, expires_at=now + ttl)
+            )
             return res.rowcount == 1
 
     def release(self, migration_id: str, owner: str) -> None:
@@ -349,7 +476,11 @@ class LeaseRepository:
 
     def get(self, migration_id: str) -> dict[str, Any] | None:
         with self.db.connect() as conn:
-            row = conn.execute(sa.select(LS).where(LS.c.migration_id == migration_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(LS).where(LS.c.migration_id == migration_id))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def live(self, migration_id: str) -> dict[str, Any] | None:

@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import sql
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import sql
 from taskflow import exceptions as tf_exc
 from taskflow.persistence.backends import impl_sqlalchemy
 from taskflow.persistence.backends.sqlalchemy import tables
@@ -58,7 +58,7 @@ class FerryBackend(impl_sqlalchemy.SQLAlchemyBackend):
 
 
 class FerryConnection(impl_sqlalchemy.Connection):
-    def __init__(self, backend: FerryBackend) -> None:  # noqa: D107 - no super(): reuse tables
+    def __init__(self, backend: FerryBackend) -> None:
         self._backend = backend
         self._upgrade_lock = backend._upgrade_lock
         self._engine = backend.engine
@@ -80,7 +80,8 @@ class FerryConnection(impl_sqlalchemy.Connection):
                     raise tf_exc.NotFound(f"No atom details found with uuid '{atom_detail.uuid}'")
         except sa_exc.SQLAlchemyError:
             tf_exc.raise_with_cause(
-                tf_exc.StorageFailure, f"Failed updating atom details with uuid '{atom_detail.uuid}'"
+                tf_exc.StorageFailure,
+                f"Failed updating atom details with uuid '{atom_detail.uuid}'",
             )
         return atom_detail
 
@@ -106,7 +107,7 @@ class FerryConnection(impl_sqlalchemy.Connection):
                         self._insert_atom_details(conn, ad, flow_detail.uuid)
         except sa_exc.SQLAlchemyError:
             tf_exc.raise_with_cause(
-                tf_exc.StorageFailure, f"Failed updating flow details with uuid '{flow_detail.uuid}'"
+                tf_exc.StorageFailure,
+                f"Failed updating flow details with uuid '{flow_detail.uuid}'",
             )
         return flow_detail
-

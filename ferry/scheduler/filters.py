@@ -49,11 +49,17 @@ def not_source(c: HostCandidate, _inst: Instance, src: Host) -> str | None:
 
 def capacity(c: HostCandidate, inst: Instance, _src: Host) -> str | None:
     if c.free_memory_mb < inst.memory_mb:
-        return f"not enough free RAM after claims: {c.free_memory_mb} MiB free, {inst.memory_mb} MiB needed"
+        return (
+            f"not enough free RAM after claims: {c.free_memory_mb} MiB free, "
+            f"{inst.memory_mb} MiB needed"
+        )
     if c.free_vcpus < inst.vcpus:
         return f"not enough free vCPUs after claims: {c.free_vcpus} free, {inst.vcpus} needed"
     if c.free_disk_gb < inst.disk_gb:
-        return f"not enough free disk after claims: {c.free_disk_gb} GiB free, {inst.disk_gb} GiB needed"
+        return (
+            f"not enough free disk after claims: {c.free_disk_gb} GiB free, "
+            f"{inst.disk_gb} GiB needed"
+        )
     return None
 
 
@@ -64,10 +70,14 @@ def hypervisor_compatible(c: HostCandidate, _inst: Instance, src: Host) -> str |
 def hypervisor_mismatch(src: Host, dst: Host) -> str | None:
     """Same hypervisor type, destination version >= source (Nova's compatibility check)."""
     if dst.hypervisor_type != src.hypervisor_type:
-        return f"hypervisor type {dst.hypervisor_type} differs from the source's {src.hypervisor_type}"
+        return (
+            f"hypervisor type {dst.hypervisor_type} differs from the source's {src.hypervisor_type}"
+        )
     if dst.hypervisor_version < src.hypervisor_version:
-        return (f"hypervisor version {dst.hypervisor_version} is older than the source's "
-                f"{src.hypervisor_version}")
+        return (
+            f"hypervisor version {dst.hypervisor_version} is older than the source's "
+            f"{src.hypervisor_version}"
+        )
     return None
 
 

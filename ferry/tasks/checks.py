@@ -22,12 +22,15 @@ def _checked(ctx: Context, migration_id: str, fn: Any, *args: Any) -> Any:
 
 class CheckHypervisor(FerryTask):
     """Destination up and enabled, same hypervisor type, version not older than the source's
-    (Nova's ``_check_compatible_with_source_hypervisor``; forced hosts skip the scheduler, not this).
+    (Nova's ``_check_compatible_with_source_hypervisor``; forced hosts skip the scheduler, not
+    this check).
 
     Revert: nothing to undo (read-only).
     """
 
-    def execute(self, context: Context, migration_id: str, source_host: str, destination: str) -> None:
+    def execute(
+        self, context: Context, migration_id: str, source_host: str, destination: str
+    ) -> None:
         context.check_abort(migration_id, "during the host checks")
 
         def check() -> None:
@@ -36,7 +39,9 @@ class CheckHypervisor(FerryTask):
             if not dst.up:
                 raise errors.MigrationPreCheckError(destination, "host is down", "check-hypervisor")
             if not dst.enabled:
-                raise errors.MigrationPreCheckError(destination, "host is disabled", "check-hypervisor")
+                raise errors.MigrationPreCheckError(
+                    destination, "host is disabled", "check-hypervisor"
+                )
             why = hypervisor_mismatch(src, dst)
             if why:
                 raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")
@@ -51,21 +56,39 @@ class CheckDestination(FerryTask):
     Revert: the driver's cleanup of the destination check data.
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any], destination: str,
-                request: dict[str, Any]) -> dict[str, Any]:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        destination: str,
+        request: dict[str, Any],
+    ) -> dict[str, Any]:
         inst = instance_of(instance)
         driver = context.driver(destination)
-        data = _checked(context, migration_id, driver.check_can_live_migrate_destination,
-                        inst, destination, request.get("block_migration"))
+        data = _checked(
+            context,
+            migration_id,
+            driver.check_can_live_migrate_destination,
+            inst,
+            destination,
+            request.get("block_migration"),
+        )
         return data.to_dict()
 
-    def revert(self, context: Context, migration_id: str, destination: str, result: Any,
-               **kwargs: Any) -> None:
+    def revert(
+        self, context: Context, migration_id: str, destination: str, result: Any, **kwargs: Any
+    ) -> None:
         if result is None or is_failure(result):
             return
-        safe_revert(context, migration_id, f"cleanup of the destination check on {destination}",
-                    context.driver(destination).cleanup_live_migration_destination_check,
-                    destination, migrate_data_of(result))
+        safe_revert(
+            context,
+            migration_id,
+            f"cleanup of the destination check on {destination}",
+            context.driver(destination).cleanup_live_migration_destination_check,
+            destination,
+            migrate_data_of(result),
+        )
 
 
 class CheckSource(FerryTask):
@@ -76,8 +99,15 @@ class CheckSource(FerryTask):
     Revert: nothing of its own (the destination check's revert cleans up).
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any], source_host: str,
-                destination: str, dest_check_data: dict[str, Any]) -> dict[str, Any]:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        source_host: str,
+        destination: str,
+        dest_check_data: dict[str, Any],
+    ) -> dict[str, Any]:
         inst = instance_of(instance)
         check_data = migrate_data_of(dest_check_data)
         try:
@@ -87,7 +117,10 @@ class CheckSource(FerryTask):
             exc = errors.MigrationPreCheckError(destination, exc.reason, "check-source")
             host_rejected(context, migration_id, exc)
             raise exc from None
-        context.driver(destination).cleanup_live_migration_destination_check(destination, check_data)
-        context.migrations.update(migration_id, destination=destination,
-                                  block_migration=data.block_migration)
+        context.driver(destination).cleanup_live_migration_destination_check(
+            destination, check_data
+        )
+        context.migrations.update(
+            migration_id, destination=destination, block_migration=data.block_migration
+        )
         return data.to_dict()

@@ -26,40 +26,59 @@ class RollForward(retry.Retry):
     destination claim (the instance now counts as usage there) and the instance lock.
     """
 
-    def execute(self, history: Any, context: Context, migration_id: str,
-                settings: dict[str, Any]) -> int:
+    def execute(
+        self, history: Any, context: Context, migration_id: str, settings: dict[str, Any]
+    ) -> int:
         attempt = len(history) + 1
         if attempt > 1:
             delay = MigrationSettings(**settings).post_retry_delay * 2 ** (attempt - 2)
-            LOG.info("migration %s: post-switchover attempt %d in %.1f s", migration_id, attempt, delay)
+            LOG.info(
+                "migration %s: post-switchover attempt %d in %.1f s", migration_id, attempt, delay
+            )
             context.clock.sleep(delay)
         context.migrations.set_status(migration_id, MigrationStatus.POST_MIGRATING)
         return attempt
 
-    def on_failure(self, history: Any, context: Context, migration_id: str,
-                   settings: dict[str, Any]) -> Any:
+    def on_failure(
+        self, history: Any, context: Context, migration_id: str, settings: dict[str, Any]
+    ) -> Any:
         if len(history) < MigrationSettings(**settings).post_retries:
             return retry.RETRY
         return retry.REVERT  # this subflow only: the switchover is never undone
 
-    def revert(self, history: Any, context: Context, migration_id: str, settings: dict[str, Any],
-               **kwargs: Any) -> None:
+    def revert(
+        self,
+        history: Any,
+        context: Context,
+        migration_id: str,
+        settings: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
         try:
             failures = kwargs.get("flow_failures") or {}
             # flow_failures also holds failures from earlier phases (e.g. a host that failed its
             # check before the reschedule): only this subflow's steps are left over
-            steps = [f"{name}: {describe(f)}" for name, f in sorted(failures.items())
-                     if name in c.POST_SWITCHOVER_ATOMS]
+            steps = [
+                f"{name}: {describe(f)}"
+                for name, f in sorted(failures.items())
+                if name in c.POST_SWITCHOVER_ATOMS
+            ]
             for step in steps:
                 context.migrations.add_leftover(migration_id, step)
             record = context.migrations.get(migration_id)
-            error = (f"the VM runs on {record.destination}, but post-switchover steps failed after "
-                     f"{len(history)} attempt(s): {'; '.join(steps) or 'unknown failure'}")
+            error = (
+                f"the VM runs on {record.destination}, but post-switchover steps failed after "
+                f"{len(history)} attempt(s): {'; '.join(steps) or 'unknown failure'}"
+            )
             context.claims.release(migration_id)
-            context.migrations.set_status(migration_id, MigrationStatus.ERROR, detail=error, error=error)
+            context.migrations.set_status(
+                migration_id, MigrationStatus.ERROR, detail=error, error=error
+            )
             context.migrations.release_lock(record.instance, migration_id)
         except Exception:
-            LOG.exception("migration %s: could not record the post-switchover failure", migration_id)
+            LOG.exception(
+                "migration %s: could not record the post-switchover failure", migration_id
+            )
 
 
 class PostAtSource(FerryTask):
@@ -69,8 +88,13 @@ class PostAtSource(FerryTask):
     Revert: nothing (the switchover is never undone; a failure is recorded by the finish retry).
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any],
-                prepared_migrate_data: dict[str, Any]) -> None:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        prepared_migrate_data: dict[str, Any],
+    ) -> None:
         data = migrate_data_of(prepared_migrate_data)
         context.driver(data.source).post_live_migration_at_source(instance_of(instance), data)
 
@@ -85,10 +109,17 @@ class PostAtDestination(FerryTask):
     Revert: nothing (roll forward only).
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any],
-                prepared_migrate_data: dict[str, Any]) -> None:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        prepared_migrate_data: dict[str, Any],
+    ) -> None:
         data = migrate_data_of(prepared_migrate_data)
-        context.driver(data.destination).post_live_migration_at_destination(instance_of(instance), data)
+        context.driver(data.destination).post_live_migration_at_destination(
+            instance_of(instance), data
+        )
 
     def revert(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -101,14 +132,25 @@ class Complete(FerryTask):
     Revert: nothing (roll forward only).
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any],
-                prepared_migrate_data: dict[str, Any], transfer_result: dict[str, Any]) -> None:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        prepared_migrate_data: dict[str, Any],
+        transfer_result: dict[str, Any],
+    ) -> None:
         data = migrate_data_of(prepared_migrate_data)
         progress = dict(context.migrations.field(migration_id, "progress") or {})
         progress.update(phase="done", state="completed", percent=100.0, result=transfer_result)
         context.claims.release(migration_id)
-        context.migrations.set_status(migration_id, MigrationStatus.COMPLETED,
-                                      destination=data.destination, progress=progress, error=None)
+        context.migrations.set_status(
+            migration_id,
+            MigrationStatus.COMPLETED,
+            destination=data.destination,
+            progress=progress,
+            error=None,
+        )
         context.migrations.release_lock(instance_of(instance).uuid, migration_id)
 
     def revert(self, *args: Any, **kwargs: Any) -> None:

@@ -10,7 +10,9 @@ from ferry.model import MigrationStatus
 from ferry.tasks.base import LOG, FerryTask, describe, primary_failure
 
 
-def summarise_failures(ctx: Context, migration_id: str, flow_failures: dict[str, Any]) -> tuple[bool, str]:
+def summarise_failures(
+    ctx: Context, migration_id: str, flow_failures: dict[str, Any]
+) -> tuple[bool, str]:
     """(cancelled?, error line) for the failures that reverted the flow."""
     failures = list(flow_failures.values())
     cancelled = any(f.check(errors.MigrationCancelled) for f in failures)
@@ -39,8 +41,14 @@ class Sentinel(FerryTask):
         context.check_abort(migration_id, "before it started")
         context.migrations.set_status(migration_id, MigrationStatus.PREPARING)
 
-    def revert(self, context: Context, migration_id: str, result: Any, flow_failures: dict[str, Any],
-               **kwargs: Any) -> None:
+    def revert(
+        self,
+        context: Context,
+        migration_id: str,
+        result: Any,
+        flow_failures: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
         try:
             cancelled, error = summarise_failures(context, migration_id, flow_failures)
             context.claims.release(migration_id)
@@ -53,4 +61,3 @@ class Sentinel(FerryTask):
             context.migrations.release_lock(record.instance, migration_id)
         except Exception:
             LOG.exception("migration %s: sentinel revert could not finish", migration_id)
-

@@ -25,16 +25,28 @@ class Reschedule(retry.Retry):
     Revert: nothing to undo.
     """
 
-    def execute(self, history: Any, context: Context, migration_id: str, request: dict[str, Any],
-                settings: dict[str, Any]) -> list[str]:
+    def execute(
+        self,
+        history: Any,
+        context: Context,
+        migration_id: str,
+        request: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> list[str]:
         # (on_failure receives the same arguments as execute: TaskFlow maps them once)
         return sorted(context.migrations.rejected_hosts(migration_id))
 
     def revert(self, history: Any, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def on_failure(self, history: Any, context: Context, migration_id: str,
-                   request: dict[str, Any], settings: dict[str, Any]) -> Any:
+    def on_failure(
+        self,
+        history: Any,
+        context: Context,
+        migration_id: str,
+        request: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> Any:
         _provided, failures = history[-1]
         host_failed = any(f.check(errors.MigrationPreCheckError) for f in failures.values())
         if not host_failed or request.get("destination"):
@@ -48,8 +60,12 @@ class Reschedule(retry.Retry):
 
 
 def host_rejected(ctx: Context, migration_id: str, exc: errors.MigrationPreCheckError) -> None:
-    ctx.migrations.record_attempt(migration_id, exc.host, "rejected", exc.reason if exc.phase == "check"
-                                  else f"{exc.phase}: {exc.reason}")
+    ctx.migrations.record_attempt(
+        migration_id,
+        exc.host,
+        "rejected",
+        exc.reason if exc.phase == "check" else f"{exc.phase}: {exc.reason}",
+    )
 
 
 class Schedule(FerryTask):
@@ -59,8 +75,15 @@ class Schedule(FerryTask):
     Revert: nothing to undo (the attempt stays on the record as history).
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any], source_host: str,
-                excluded_hosts: list[str], request: dict[str, Any]) -> str:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        source_host: str,
+        excluded_hosts: list[str],
+        request: dict[str, Any],
+    ) -> str:
         context.check_abort(migration_id, "while scheduling")
         inst = instance_of(instance)
         rejected = context.migrations.rejected_hosts(migration_id)
@@ -91,18 +114,27 @@ class ClaimDestination(FerryTask):
     Revert: release this migration's claim on that host.
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any], destination: str) -> None:
+    def execute(
+        self, context: Context, migration_id: str, instance: dict[str, Any], destination: str
+    ) -> None:
         inst = instance_of(instance)
         context.claims.refresh_hosts([context.drivers.host_info(destination)])
         if not context.claims.claim(migration_id, destination, inst):
             exc = errors.MigrationPreCheckError(
-                destination, "not enough free resources after the claims of other migrations", "claim")
+                destination,
+                "not enough free resources after the claims of other migrations",
+                "claim",
+            )
             host_rejected(context, migration_id, exc)
             raise exc
 
-    def revert(self, context: Context, migration_id: str, destination: str, result: Any, **kwargs: Any) -> None:
+    def revert(
+        self, context: Context, migration_id: str, destination: str, result: Any, **kwargs: Any
+    ) -> None:
         try:
             context.claims.release(migration_id, destination)
         except Exception:
-            LOG.exception("migration %s: releasing the claim on %s failed", migration_id, destination)
+            LOG.exception(
+                "migration %s: releasing the claim on %s failed", migration_id, destination
+            )
             context.migrations.add_leftover(migration_id, f"claim on {destination} not released")

@@ -45,13 +45,21 @@ class Transfer(FerryTask):
     if the switchover already happened the guest is never moved back (a leftover is recorded).
     """
 
-    def execute(self, context: Context, migration_id: str, instance: dict[str, Any],
-                prepared_migrate_data: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    def execute(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        prepared_migrate_data: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> dict[str, Any]:
         inst = instance_of(instance)
         data = migrate_data_of(prepared_migrate_data)
         policy = MigrationSettings(**settings)
         driver = context.driver(data.source)
-        started = bool((context.migrations.field(migration_id, "progress") or {}).get("transfer_started"))
+        started = bool(
+            (context.migrations.field(migration_id, "progress") or {}).get("transfer_started")
+        )
         if started:
             loc = driver.locate(inst.uuid)
             if loc.host == data.destination and not loc.transfer_in_flight:
@@ -61,20 +69,32 @@ class Transfer(FerryTask):
             if state == "none":
                 started = False
             else:
-                LOG.info("migration %s: re-attaching to a transfer in state %s", migration_id, state)
+                LOG.info(
+                    "migration %s: re-attaching to a transfer in state %s", migration_id, state
+                )
         if not started:
             context.check_abort(migration_id, "before the transfer")
             context.migrations.set_status(
-                migration_id, MigrationStatus.RUNNING,
-                progress={"phase": "transfer", "state": "starting", "percent": 0.0,
-                          "transfer_started": True})
+                migration_id,
+                MigrationStatus.RUNNING,
+                progress={
+                    "phase": "transfer",
+                    "state": "starting",
+                    "percent": 0.0,
+                    "transfer_started": True,
+                },
+            )
             steps = list(downtime_steps(policy, self._gb(inst, data)))
-            driver.start_transfer(inst, data, TransferPolicy(
-                bandwidth_mbps=float(policy.live_migration_bandwidth),
-                initial_downtime_ms=steps[0][1],
-                permit_auto_converge=policy.live_migration_permit_auto_converge,
-                permit_post_copy=policy.live_migration_permit_post_copy,
-            ))
+            driver.start_transfer(
+                inst,
+                data,
+                TransferPolicy(
+                    bandwidth_mbps=float(policy.live_migration_bandwidth),
+                    initial_downtime_ms=steps[0][1],
+                    permit_auto_converge=policy.live_migration_permit_auto_converge,
+                    permit_post_copy=policy.live_migration_permit_post_copy,
+                ),
+            )
         else:
             context.migrations.set_status(migration_id, MigrationStatus.RUNNING)
         return self._monitor(context, migration_id, driver, inst, data, policy)
@@ -83,8 +103,15 @@ class Transfer(FerryTask):
     def _gb(inst: Instance, data: MigrateData) -> float:
         return data_gb(inst.memory_mb, inst.disk_gb, data.block_migration)
 
-    def _monitor(self, ctx: Context, migration_id: str, driver: Driver, inst: Instance,
-                 data: MigrateData, policy: MigrationSettings) -> dict[str, Any]:
+    def _monitor(
+        self,
+        ctx: Context,
+        migration_id: str,
+        driver: Driver,
+        inst: Instance,
+        data: MigrateData,
+        policy: MigrationSettings,
+    ) -> dict[str, Any]:
         gb = self._gb(inst, data)
         steps = list(downtime_steps(policy, gb))
         timeout = completion_timeout(policy, gb)
@@ -98,9 +125,13 @@ class Transfer(FerryTask):
             if p.state == "cancelled":
                 raise errors.MigrationCancelled(migration_id, "during the transfer")
             if p.state == "failed":
-                raise errors.TransferFailed(data.source, p.error or "the hypervisor reported a failure")
+                raise errors.TransferFailed(
+                    data.source, p.error or "the hypervisor reported a failure"
+                )
             if p.state == "none":
-                raise errors.TransferFailed(data.source, "the transfer disappeared from the hypervisor")
+                raise errors.TransferFailed(
+                    data.source, "the transfer disappeared from the hypervisor"
+                )
             if ctx.migrations.field(migration_id, "abort_requested"):
                 if self._abort(driver, inst, data):
                     raise errors.MigrationCancelled(migration_id, "during the transfer")
@@ -111,12 +142,17 @@ class Transfer(FerryTask):
             if due != applied:
                 applied = due
                 driver.set_max_downtime(inst, data, steps[applied][1])
-                LOG.info("migration %s: max downtime raised to %d ms", migration_id, steps[applied][1])
+                LOG.info(
+                    "migration %s: max downtime raised to %d ms", migration_id, steps[applied][1]
+                )
             if timeout is not None and p.elapsed_s > timeout and lever is None:
                 if policy.live_migration_timeout_action == "force_complete":
                     lever = driver.force_complete(inst, data)
-                    LOG.warning("migration %s: completion timeout, forced to complete by %s",
-                                migration_id, lever)
+                    LOG.warning(
+                        "migration %s: completion timeout, forced to complete by %s",
+                        migration_id,
+                        lever,
+                    )
                 elif self._abort(driver, inst, data):
                     raise errors.TransferTimeout(data.source, timeout)
                 else:
@@ -138,17 +174,31 @@ class Transfer(FerryTask):
         progress = progress_dict(p)
         self.update_progress(p.fraction)
         ctx.migrations.update(migration_id, progress=progress)
-        ctx.events.emit(Event(kind="progress", migration_id=migration_id, phase=self.name, data=progress))
+        ctx.events.emit(
+            Event(kind="progress", migration_id=migration_id, phase=self.name, data=progress)
+        )
 
     @staticmethod
     def _result(p: TransferProgress, lever: str | None, steps_applied: int) -> dict[str, Any]:
         if lever is None:
             lever = "downtime steps" if steps_applied else "none needed"
-        return {"downtime_ms": p.downtime_ms, "iterations": p.iteration, "elapsed_s": p.elapsed_s,
-                "lever": lever, "downtime_steps_applied": steps_applied}
+        return {
+            "downtime_ms": p.downtime_ms,
+            "iterations": p.iteration,
+            "elapsed_s": p.elapsed_s,
+            "lever": lever,
+            "downtime_steps_applied": steps_applied,
+        }
 
-    def revert(self, context: Context, migration_id: str, instance: dict[str, Any],
-               prepared_migrate_data: dict[str, Any], result: Any, **kwargs: Any) -> None:
+    def revert(
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        prepared_migrate_data: dict[str, Any],
+        result: Any,
+        **kwargs: Any,
+    ) -> None:
         inst = instance_of(instance)
         data = migrate_data_of(prepared_migrate_data)
         driver = context.driver(data.source)
@@ -156,12 +206,21 @@ class Transfer(FerryTask):
             loc = driver.locate(inst.uuid)
         except Exception as exc:
             context.migrations.add_leftover(
-                migration_id, f"cannot tell where {inst.name} runs after a failed transfer: {exc}")
+                migration_id, f"cannot tell where {inst.name} runs after a failed transfer: {exc}"
+            )
             return
         if loc.host == data.destination and not loc.transfer_in_flight:
             context.migrations.add_leftover(
-                migration_id, f"{inst.name} already switched over to {data.destination}; not moved back")
+                migration_id,
+                f"{inst.name} already switched over to {data.destination}; not moved back",
+            )
             return
         if loc.transfer_in_flight:
-            safe_revert(context, migration_id, f"abort of the transfer to {data.destination}",
-                        driver.abort_transfer, inst, data)
+            safe_revert(
+                context,
+                migration_id,
+                f"abort of the transfer to {data.destination}",
+                driver.abort_transfer,
+                inst,
+                data,
+            )

@@ -33,7 +33,9 @@ class Validate(FerryTask):
     Revert: nothing to undo (read-only).
     """
 
-    def execute(self, context: Context, migration_id: str, request: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    def execute(
+        self, context: Context, migration_id: str, request: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
         context.check_abort(migration_id, "before validation")
         uuid = context.migrations.field(migration_id, "instance_uuid")
         instance = context.drivers.find_instance(uuid)

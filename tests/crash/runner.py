@@ -48,7 +48,9 @@ def main() -> int:
     ap.add_argument("target")
     ap.add_argument("--to", default=None)
     ap.add_argument("--kill-at", default=None)
-    ap.add_argument("--stop-at", default=None, help="like --kill-at, but SIGSTOP (the process stays alive)")
+    ap.add_argument(
+        "--stop-at", default=None, help="like --kill-at, but SIGSTOP (the process stays alive)"
+    )
     args = ap.parse_args()
 
     settings = Settings(simulated=SimulatedSettings(speed=0.0))
@@ -58,10 +60,7 @@ def main() -> int:
         if spec:
             orch.subscribe(make_trap(spec, sig))
 
-    if args.mode == "migrate":
-        mid = orch.create(args.target, args.to)
-    else:
-        mid = args.target
+    mid = orch.create(args.target, args.to) if args.mode == "migrate" else args.target
     print(mid, flush=True)
     try:
         m = orch.resume(mid)

@@ -26,15 +26,22 @@ PRE_SWITCHOVER = list(c.PRE_SWITCHOVER_ATOMS)
 
 # every boundary of the successful path (the first destination fails its check, so the
 # select-destination atoms run twice and the first-attempt reverts are boundaries too)
-SUCCESS_POINTS = [
-    f"{when}:{atom}" for atom in c.ALL_ATOMS for when in ("started", "done")
-] + ["reverted:check-destination", "reverted:claim-destination", "progress:1", "progress:50", "progress:90"]
+SUCCESS_POINTS = [f"{when}:{atom}" for atom in c.ALL_ATOMS for when in ("started", "done")] + [
+    "reverted:check-destination",
+    "reverted:claim-destination",
+    "progress:1",
+    "progress:50",
+    "progress:90",
+]
 
 
 def spawn(db_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash.runner", db_url, *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

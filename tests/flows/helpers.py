@@ -10,7 +10,9 @@ def running_copies(sim: SimulatedDriver, vm: str) -> list[str]:
     """Hosts where a guest of ``vm`` exists."""
     inst = sim.find_instance(vm)
     assert inst is not None
-    return sorted({a["host"] for a in sim.artifacts(instance_uuid=inst.uuid) if a["name"] == "guest"})
+    return sorted(
+        {a["host"] for a in sim.artifacts(instance_uuid=inst.uuid) if a["name"] == "guest"}
+    )
 
 
 def assert_nothing_held(orch: Orchestrator, sim: SimulatedDriver) -> None:

@@ -29,8 +29,18 @@ from ferry.flows.live_migration import get_live_migration_flow
 from tests.conftest import fast_settings
 from tests.flows.helpers import assert_nothing_held, assert_on
 
-PRE = ["sentinel", "validate", "reschedule", "schedule", "claim-destination", "check-hypervisor",
-       "check-destination", "check-source", "pre-live-migration", "transfer"]
+PRE = [
+    "sentinel",
+    "validate",
+    "reschedule",
+    "schedule",
+    "claim-destination",
+    "check-hypervisor",
+    "check-destination",
+    "check-source",
+    "pre-live-migration",
+    "transfer",
+]
 POST = ["roll-forward", "post-at-source", "post-at-destination", "complete"]
 
 
@@ -80,17 +90,41 @@ def test_success_with_reschedule_and_event_order(orch: Orchestrator, sim: Simula
     assert m.status == "completed"
     assert (m.source, m.destination) == ("compute-1", "compute-3")
     assert m.block_migration is False  # shared storage group
-    assert [(a.host, a.outcome) for a in m.attempts] == [("compute-2", "rejected"), ("compute-3", "chosen")]
+    assert [(a.host, a.outcome) for a in m.attempts] == [
+        ("compute-2", "rejected"),
+        ("compute-3", "chosen"),
+    ]
     assert "Connection refused" in (m.attempts[0].reason or "")
-    assert [h.status for h in m.history] == ["accepted", "preparing", "running", "post-migrating", "completed"]
+    assert [h.status for h in m.history] == [
+        "accepted",
+        "preparing",
+        "running",
+        "post-migrating",
+        "completed",
+    ]
     assert set(states(m).values()) == {"SUCCESS"} and len(m.phases) == len(c.ALL_ATOMS)
     assert_on(sim, "web-1", "compute-3")
     assert_nothing_held(orch, sim)
     started = [e.phase for e in events if e.kind == "phase_started"]
     # the select-destination subflow ran twice (compute-2 failed its check)
-    assert started[:9] == ["sentinel", "validate", "reschedule", "schedule", "claim-destination",
-                           "check-hypervisor", "check-destination", "reschedule", "schedule"]
-    assert started[-5:] == ["transfer", "roll-forward", "post-at-source", "post-at-destination", "complete"]
+    assert started[:9] == [
+        "sentinel",
+        "validate",
+        "reschedule",
+        "schedule",
+        "claim-destination",
+        "check-hypervisor",
+        "check-destination",
+        "reschedule",
+        "schedule",
+    ]
+    assert started[-5:] == [
+        "transfer",
+        "roll-forward",
+        "post-at-source",
+        "post-at-destination",
+        "complete",
+    ]
     reverted = [e.phase for e in events if e.kind == "phase_reverted"]
     assert reverted == ["check-destination", "check-hypervisor", "claim-destination", "schedule"]
     progress = [e.data["percent"] for e in events if e.kind == "progress"]
@@ -115,18 +149,24 @@ def test_background_handle(orch: Orchestrator, sim: SimulatedDriver) -> None:
     assert_on(sim, "api-1", m.destination)
 
 
-def test_block_migration_decided_when_storage_not_shared(orch: Orchestrator, sim: SimulatedDriver) -> None:
+def test_block_migration_decided_when_storage_not_shared(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
     m = orch.live_migrate("app-2")
     assert m.block_migration is True
     assert_on(sim, "app-2", m.destination)
 
 
-def test_refusing_block_migration_on_local_disk_is_no_valid_host(orch: Orchestrator, sim: SimulatedDriver) -> None:
+def test_refusing_block_migration_on_local_disk_is_no_valid_host(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
     with pytest.raises(NoValidHost) as info:
         orch.live_migrate("app-2", block_migration=False)
     m = info.value.migration  # type: ignore[attr-defined]
     assert m.status == "failed"
-    assert all("shared storage" in r for r in info.value.reasons.values() if r) or info.value.reasons
+    assert (
+        all("shared storage" in r for r in info.value.reasons.values() if r) or info.value.reasons
+    )
     assert_on(sim, "app-2", "compute-4")
     assert_nothing_held(orch, sim)
 
@@ -144,7 +184,10 @@ def test_every_destination_fails_no_valid_host(orch: Orchestrator, sim: Simulate
     m = orch.get(info.value.migration.id)  # type: ignore[attr-defined]
     assert m.status == "failed"
     assert "compute-3" in (m.error or "") and "disk full" in (m.error or "")
-    assert {a.host: a.outcome for a in m.attempts} == {"compute-2": "rejected", "compute-3": "rejected"}
+    assert {a.host: a.outcome for a in m.attempts} == {
+        "compute-2": "rejected",
+        "compute-3": "rejected",
+    }
     assert states(m)["sentinel"] == "REVERTED"
     assert_on(sim, "web-1", "compute-1")
     assert_nothing_held(orch, sim)
@@ -162,7 +205,9 @@ def test_max_attempts_bounds_the_reschedule(db_url: str) -> None:
     orch.close()
 
 
-def test_forced_destination_is_checked_not_rescheduled(orch: Orchestrator, sim: SimulatedDriver) -> None:
+def test_forced_destination_is_checked_not_rescheduled(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
     with pytest.raises(MigrationPreCheckError) as info:
         orch.live_migrate("web-1", "compute-2")
     m = info.value.migration  # type: ignore[attr-defined]
@@ -181,8 +226,9 @@ def test_forced_destination_is_checked_not_rescheduled(orch: Orchestrator, sim: 
         ("transfer", "compute-3", "transfer", "transfer"),
     ],
 )
-def test_failure_in_phase_reverts_everything(orch: Orchestrator, sim: SimulatedDriver, phase: str, host: str,
-                                             reverted: str, message: str) -> None:
+def test_failure_in_phase_reverts_everything(
+    orch: Orchestrator, sim: SimulatedDriver, phase: str, host: str, reverted: str, message: str
+) -> None:
     sim.inject_fault(host, phase, message=f"injected {phase} failure")
     with pytest.raises(MigrationFailed) as info:
         orch.live_migrate("web-1")
@@ -200,7 +246,9 @@ def test_failure_in_phase_reverts_everything(orch: Orchestrator, sim: SimulatedD
     assert_nothing_held(orch, sim)
 
 
-def test_source_check_failure_excludes_each_destination(orch: Orchestrator, sim: SimulatedDriver) -> None:
+def test_source_check_failure_excludes_each_destination(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
     sim.inject_fault("compute-1", "check_source", message="source says no")
     with pytest.raises(NoValidHost) as info:
         orch.live_migrate("web-1")
@@ -214,8 +262,9 @@ POLICY_CLUSTER = str(Path(__file__).with_name("policy_cluster.toml"))
 
 def policy_orch(db_url: str, **migration: object) -> tuple[Orchestrator, SimulatedDriver]:
     settings = fast_settings(**migration)
-    settings = dataclasses.replace(settings, simulated=dataclasses.replace(settings.simulated,
-                                                                           cluster=POLICY_CLUSTER))
+    settings = dataclasses.replace(
+        settings, simulated=dataclasses.replace(settings.simulated, cluster=POLICY_CLUSTER)
+    )
     orch = Orchestrator(db_url, settings=settings)
     sim = orch.drivers.drivers[0]
     assert isinstance(sim, SimulatedDriver)
@@ -246,8 +295,9 @@ def test_completion_timeout_aborts_by_default(db_url: str) -> None:
 
 
 def test_completion_timeout_force_complete(db_url: str) -> None:
-    orch, sim = policy_orch(db_url, live_migration_completion_timeout=10,
-                            live_migration_timeout_action="force_complete")
+    orch, sim = policy_orch(
+        db_url, live_migration_completion_timeout=10, live_migration_timeout_action="force_complete"
+    )
     m = orch.live_migrate("hot")
     assert m.status == "completed"
     assert m.progress["result"]["lever"] == "pause"
@@ -341,8 +391,9 @@ def test_abort_after_completion_is_refused(orch: Orchestrator) -> None:
         ("web-1", "compute-99", HostNotFound),
     ],
 )
-def test_bad_requests_raise_and_change_nothing(orch: Orchestrator, vm: str, dest: str | None,
-                                              error: type[Exception]) -> None:
+def test_bad_requests_raise_and_change_nothing(
+    orch: Orchestrator, vm: str, dest: str | None, error: type[Exception]
+) -> None:
     with pytest.raises(error):
         orch.live_migrate(vm, dest)
     assert orch.list() == []

@@ -9,7 +9,13 @@ import pytest
 from taskflow import retry
 from taskflow.types.failure import Failure
 
-from ferry import InstanceInvalidState, MigrationCancelled, MigrationPreCheckError, NoValidHost, Orchestrator
+from ferry import (
+    InstanceInvalidState,
+    MigrationCancelled,
+    MigrationPreCheckError,
+    NoValidHost,
+    Orchestrator,
+)
 from ferry.drivers.base import TransferPolicy
 from ferry.drivers.simulated import SimulatedDriver
 from ferry.flows import constants as c
@@ -36,29 +42,43 @@ def run(orch: Orchestrator) -> dict[str, Any]:
     mid = orch.create("web-1")
     store = orch.backend.get_connection().get_flow_details(mid).meta["ferry_store"]
     inst = orch.drivers.find_instance("web-1")
-    return {"mid": mid, "ctx": orch.context, "request": store["request"], "settings": store["settings"],
-            "instance": inst.to_dict()}
+    return {
+        "mid": mid,
+        "ctx": orch.context,
+        "request": store["request"],
+        "settings": store["settings"],
+        "instance": inst.to_dict(),
+    }
 
 
 def checked_data(run: dict[str, Any], dest: str = "compute-3") -> dict[str, Any]:
-    data = CheckDestination(c.CHECK_DESTINATION).execute(run["ctx"], run["mid"], run["instance"], dest, run["request"])
-    return CheckSource(c.CHECK_SOURCE).execute(run["ctx"], run["mid"], run["instance"], "compute-1", dest, data)
+    data = CheckDestination(c.CHECK_DESTINATION).execute(
+        run["ctx"], run["mid"], run["instance"], dest, run["request"]
+    )
+    return CheckSource(c.CHECK_SOURCE).execute(
+        run["ctx"], run["mid"], run["instance"], "compute-1", dest, data
+    )
 
 
 def test_sentinel(orch: Orchestrator, run: dict[str, Any]) -> None:
     Sentinel(c.SENTINEL).execute(run["ctx"], run["mid"])
     assert orch.get(run["mid"]).status == "preparing"
     orch.migrations.add_leftover(run["mid"], "something stuck on compute-3")
-    Sentinel(c.SENTINEL).revert(run["ctx"], run["mid"], result=None,
-                                flow_failures={"transfer": fail(RuntimeError("boom"))})
+    Sentinel(c.SENTINEL).revert(
+        run["ctx"], run["mid"], result=None, flow_failures={"transfer": fail(RuntimeError("boom"))}
+    )
     m = orch.get(run["mid"])
     assert m.status == "error" and "boom" in (m.error or "") and "stuck" in (m.error or "")
     assert orch.migrations.locks() == {}
 
 
 def test_sentinel_revert_after_abort_is_cancelled(orch: Orchestrator, run: dict[str, Any]) -> None:
-    Sentinel(c.SENTINEL).revert(run["ctx"], run["mid"], result=None,
-                                flow_failures={"schedule": fail(MigrationCancelled(run["mid"]))})
+    Sentinel(c.SENTINEL).revert(
+        run["ctx"],
+        run["mid"],
+        result=None,
+        flow_failures={"schedule": fail(MigrationCancelled(run["mid"]))},
+    )
     assert orch.get(run["mid"]).status == "cancelled"
 
 
@@ -92,7 +112,9 @@ def test_schedule_excludes_rejected_hosts(orch: Orchestrator, run: dict[str, Any
     assert info.value.reasons["compute-3"] == "full"
 
 
-def test_claim_execute_is_idempotent_and_revert_releases(orch: Orchestrator, run: dict[str, Any]) -> None:
+def test_claim_execute_is_idempotent_and_revert_releases(
+    orch: Orchestrator, run: dict[str, Any]
+) -> None:
     claim = ClaimDestination(c.CLAIM)
     claim.execute(run["ctx"], run["mid"], run["instance"], "compute-3")
     claim.execute(run["ctx"], run["mid"], run["instance"], "compute-3")
@@ -112,11 +134,15 @@ def test_claim_without_room_rejects_the_host(orch: Orchestrator, run: dict[str, 
 def test_check_hypervisor(orch: Orchestrator, run: dict[str, Any]) -> None:
     CheckHypervisor(c.CHECK_HYPERVISOR).execute(run["ctx"], run["mid"], "compute-1", "compute-3")
     with pytest.raises(MigrationPreCheckError, match="older"):
-        CheckHypervisor(c.CHECK_HYPERVISOR).execute(run["ctx"], run["mid"], "compute-1", "compute-4")
+        CheckHypervisor(c.CHECK_HYPERVISOR).execute(
+            run["ctx"], run["mid"], "compute-1", "compute-4"
+        )
     assert "older" in orch.migrations.rejected_hosts(run["mid"])["compute-4"]
 
 
-def test_check_destination_and_source(orch: Orchestrator, run: dict[str, Any], sim: SimulatedDriver) -> None:
+def test_check_destination_and_source(
+    orch: Orchestrator, run: dict[str, Any], sim: SimulatedDriver
+) -> None:
     task = CheckDestination(c.CHECK_DESTINATION)
     data = task.execute(run["ctx"], run["mid"], run["instance"], "compute-3", run["request"])
     assert MigrateData.from_dict(data).block_migration is False
@@ -144,38 +170,55 @@ def test_pre_live_migration_and_rollback(run: dict[str, Any], sim: SimulatedDriv
     assert sim.artifacts(host="compute-3", instance_uuid=uuid) == []
 
 
-def test_transfer_execute_twice_and_revert(orch: Orchestrator, run: dict[str, Any], sim: SimulatedDriver) -> None:
+def test_transfer_execute_twice_and_revert(
+    orch: Orchestrator, run: dict[str, Any], sim: SimulatedDriver
+) -> None:
     data = checked_data(run)
-    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(run["ctx"], run["mid"], run["instance"], data)
+    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(
+        run["ctx"], run["mid"], run["instance"], data
+    )
     t = Transfer(c.TRANSFER)
     result = t.execute(run["ctx"], run["mid"], run["instance"], prepared, run["settings"])
     assert result["iterations"] >= 1
     assert sim.find_instance("web-1").host == "compute-3"  # type: ignore[union-attr]
     before = sim.clock.now()
     again = t.execute(run["ctx"], run["mid"], run["instance"], prepared, run["settings"])  # resumed
-    assert again["iterations"] == result["iterations"] and sim.clock.now() == before  # no new transfer
+    assert (
+        again["iterations"] == result["iterations"] and sim.clock.now() == before
+    )  # no new transfer
     # a revert after the switchover never moves the VM back
     t.revert(run["ctx"], run["mid"], run["instance"], prepared, result=fail(RuntimeError("late")))
     assert sim.find_instance("web-1").host == "compute-3"  # type: ignore[union-attr]
     assert any("not moved back" in x for x in orch.get(run["mid"]).leftovers)
 
 
-def test_transfer_revert_aborts_a_transfer_in_flight(run: dict[str, Any], sim: SimulatedDriver) -> None:
+def test_transfer_revert_aborts_a_transfer_in_flight(
+    run: dict[str, Any], sim: SimulatedDriver
+) -> None:
     data = checked_data(run)
-    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(run["ctx"], run["mid"], run["instance"], data)
+    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(
+        run["ctx"], run["mid"], run["instance"], data
+    )
     inst = Instance.from_dict(run["instance"])
     sim.start_transfer(inst, MigrateData.from_dict(prepared), TransferPolicy())
     assert sim.locate(inst.uuid).transfer_in_flight
-    Transfer(c.TRANSFER).revert(run["ctx"], run["mid"], run["instance"], prepared, result=fail(RuntimeError("x")))
+    Transfer(c.TRANSFER).revert(
+        run["ctx"], run["mid"], run["instance"], prepared, result=fail(RuntimeError("x"))
+    )
     loc = sim.locate(inst.uuid)
     assert loc.host == "compute-1" and not loc.transfer_in_flight
 
 
-def test_post_steps_are_idempotent_and_complete(orch: Orchestrator, run: dict[str, Any],
-                                                sim: SimulatedDriver) -> None:
+def test_post_steps_are_idempotent_and_complete(
+    orch: Orchestrator, run: dict[str, Any], sim: SimulatedDriver
+) -> None:
     data = checked_data(run)
-    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(run["ctx"], run["mid"], run["instance"], data)
-    result = Transfer(c.TRANSFER).execute(run["ctx"], run["mid"], run["instance"], prepared, run["settings"])
+    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(
+        run["ctx"], run["mid"], run["instance"], data
+    )
+    result = Transfer(c.TRANSFER).execute(
+        run["ctx"], run["mid"], run["instance"], prepared, run["settings"]
+    )
     for task in (PostAtSource(c.POST_AT_SOURCE), PostAtDestination(c.POST_AT_DESTINATION)):
         task.execute(run["ctx"], run["mid"], run["instance"], prepared)
         task.execute(run["ctx"], run["mid"], run["instance"], prepared)
@@ -190,8 +233,10 @@ def test_post_steps_are_idempotent_and_complete(orch: Orchestrator, run: dict[st
 def test_roll_forward_retry(orch: Orchestrator, run: dict[str, Any]) -> None:
     settings = dict(run["settings"], post_retries=2)
     rf = RollForward(name=c.ROLL_FORWARD)
-    failures = {c.POST_AT_SOURCE: fail(RuntimeError("cannot undefine")),
-                c.CHECK_DESTINATION: fail(RuntimeError("stale, from before the switchover"))}
+    failures = {
+        c.POST_AT_SOURCE: fail(RuntimeError("cannot undefine")),
+        c.CHECK_DESTINATION: fail(RuntimeError("stale, from before the switchover")),
+    }
     history = retry.History([(1, failures)])
     assert rf.on_failure(history, run["ctx"], run["mid"], settings) == retry.RETRY
     history = retry.History([(1, failures), (2, failures)])
@@ -207,12 +252,25 @@ def test_reschedule_decisions(orch: Orchestrator, run: dict[str, Any]) -> None:
     host_failure = {c.CHECK_DESTINATION: fail(MigrationPreCheckError("compute-2", "no"))}
     other = {c.CLAIM: fail(RuntimeError("database on fire"))}
     args = (run["ctx"], run["mid"])
-    assert rs.on_failure(retry.History([([], host_failure)]), *args, run["request"], run["settings"]) == retry.RETRY
-    assert rs.on_failure(retry.History([([], other)]), *args, run["request"], run["settings"]) == retry.REVERT_ALL
+    assert (
+        rs.on_failure(retry.History([([], host_failure)]), *args, run["request"], run["settings"])
+        == retry.RETRY
+    )
+    assert (
+        rs.on_failure(retry.History([([], other)]), *args, run["request"], run["settings"])
+        == retry.REVERT_ALL
+    )
     forced = dict(run["request"], destination="compute-2")
-    assert rs.on_failure(retry.History([([], host_failure)]), *args, forced, run["settings"]) == retry.REVERT_ALL
+    assert (
+        rs.on_failure(retry.History([([], host_failure)]), *args, forced, run["settings"])
+        == retry.REVERT_ALL
+    )
     orch.migrations.record_attempt(run["mid"], "compute-2", "rejected", "no")
     bounded = dataclasses.replace(orch.settings.migration, max_attempts=1)
-    assert rs.on_failure(retry.History([([], host_failure)]), *args, run["request"],
-                         dataclasses.asdict(bounded)) == retry.REVERT_ALL
+    assert (
+        rs.on_failure(
+            retry.History([([], host_failure)]), *args, run["request"], dataclasses.asdict(bounded)
+        )
+        == retry.REVERT_ALL
+    )
     assert rs.execute(retry.History([]), *args, run["request"], run["settings"]) == ["compute-2"]

@@ -77,8 +77,9 @@ def test_hosts_instances_migrate_list_show(env: dict[str, str]) -> None:
         (("list", "--status", "weird"), 2, "unknown status"),
     ],
 )
-def test_bad_input_is_one_line_and_changes_nothing(env: dict[str, str], args: tuple[str, ...], code: int,
-                                                  fragment: str) -> None:
+def test_bad_input_is_one_line_and_changes_nothing(
+    env: dict[str, str], args: tuple[str, ...], code: int, fragment: str
+) -> None:
     rc, out, err = ferry(env, *args)
     assert rc == code
     assert err.count("\n") == 1 and err.startswith("ferry: error: ") and fragment in err
@@ -113,7 +114,9 @@ def test_in_progress_is_refused(env: dict[str, str], monkeypatch: pytest.MonkeyP
     assert rc == 0 and json.loads(out)["status"] == "cancelled"
 
 
-def test_detach_spawns_a_resume_that_completes(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_detach_spawns_a_resume_that_completes(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     spawned: list[list[str]] = []
 
     class FakePopen:
@@ -128,12 +131,16 @@ def test_detach_spawns_a_resume_that_completes(env: dict[str, str], monkeypatch:
     assert spawned and spawned[0][-3:] == ["resume", mid, "--quiet"]
     monkeypatch.undo()
     # run exactly what would have been detached
-    done = subprocess.run(spawned[0], env={**env, "PATH": ""}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        spawned[0], env={**env, "PATH": ""}, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     rc, out, _ = ferry(env, "show", mid, "--json")
     assert json.loads(out)["status"] == "completed"
 
 
 def test_module_entry_point() -> None:
-    done = subprocess.run([sys.executable, "-m", "ferry", "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ferry", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "migrate" in done.stdout

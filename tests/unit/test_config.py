@@ -9,8 +9,11 @@ from ferry.errors import ConfigError
 def test_defaults_are_novas() -> None:
     s = load_settings(None)
     m = s.migration
-    assert (m.live_migration_downtime, m.live_migration_downtime_steps, m.live_migration_downtime_delay) == (
-        500, 10, 75)
+    assert (
+        m.live_migration_downtime,
+        m.live_migration_downtime_steps,
+        m.live_migration_downtime_delay,
+    ) == (500, 10, 75)
     assert m.live_migration_completion_timeout == 800
     assert m.live_migration_timeout_action == "abort"
     assert m.max_attempts == 0
@@ -92,4 +95,6 @@ def test_overrides_validated() -> None:
 
 def test_parse_settings_hosts_twice() -> None:
     with pytest.raises(ConfigError, match="twice"):
-        parse_settings({"hosts": [{"name": "a", "driver": "libvirt"}, {"name": "a", "driver": "libvirt"}]})
+        parse_settings(
+            {"hosts": [{"name": "a", "driver": "libvirt"}, {"name": "a", "driver": "libvirt"}]}
+        )

@@ -22,8 +22,14 @@ def test_schema_created_once_and_upgrade_is_idempotent(tmp_path: Path) -> None:
     Database(url).upgrade()
     Database(url).upgrade()
     names = set(sa.inspect(Database(url).engine).get_table_names())
-    assert {"ferry_migrations", "ferry_claims", "ferry_leases", "logbooks", "atomdetails",
-            "ferry_alembic_version"} <= names
+    assert {
+        "ferry_migrations",
+        "ferry_claims",
+        "ferry_leases",
+        "logbooks",
+        "atomdetails",
+        "ferry_alembic_version",
+    } <= names
 
 
 def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
@@ -69,12 +75,22 @@ def test_attempts_upsert(db: Database) -> None:
     repo.record_attempt("m1", "b", "rejected", "no room")
     repo.record_attempt("m1", "c", "chosen")
     assert repo.rejected_hosts("m1") == {"b": "no room"}
-    assert [(a.host, a.outcome) for a in repo.get("m1").attempts] == [("b", "rejected"), ("c", "chosen")]
+    assert [(a.host, a.outcome) for a in repo.get("m1").attempts] == [
+        ("b", "rejected"),
+        ("c", "chosen"),
+    ]
 
 
 def _host(name: str, memory_mb: int = 10_240) -> Host:
-    return Host(name=name, driver="t", hypervisor_type="qemu", hypervisor_version=1, vcpus=64,
-                memory_mb=memory_mb, disk_gb=1000)
+    return Host(
+        name=name,
+        driver="t",
+        hypervisor_type="qemu",
+        hypervisor_version=1,
+        vcpus=64,
+        memory_mb=memory_mb,
+        disk_gb=1000,
+    )
 
 
 def test_concurrent_claims_never_overcommit(db: Database) -> None:

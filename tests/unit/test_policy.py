@@ -1,3 +1,5 @@
+import itertools
+
 from ferry.config import MigrationSettings
 from ferry.policy import completion_timeout, data_gb, downtime_steps
 
@@ -8,7 +10,7 @@ def test_nova_downtime_steps_for_4_gib() -> None:
     assert steps[0] == (0.0, 50)
     assert steps[1] == (300.0, 95)  # 75 s/GiB * 4 GiB between steps
     assert steps[-1] == (3000.0, 500)
-    assert all(a[1] < b[1] and a[0] < b[0] for a, b in zip(steps, steps[1:], strict=False))
+    assert all(a[1] < b[1] and a[0] < b[0] for a, b in itertools.pairwise(steps))
 
 
 def test_small_guests_count_as_two_gib_and_block_adds_disk() -> None:

@@ -5,10 +5,26 @@ from ferry.model import Host, Instance
 from ferry.scheduler import HostCandidate, select_destination
 
 
-def host(name: str, free_mb: int = 8192, version: int = 9, htype: str = "qemu", up: bool = True,
-         enabled: bool = True) -> Host:
-    return Host(name=name, driver="t", hypervisor_type=htype, hypervisor_version=version, vcpus=16,
-                memory_mb=16384, disk_gb=500, memory_mb_used=16384 - free_mb, up=up, enabled=enabled)
+def host(
+    name: str,
+    free_mb: int = 8192,
+    version: int = 9,
+    htype: str = "qemu",
+    up: bool = True,
+    enabled: bool = True,
+) -> Host:
+    return Host(
+        name=name,
+        driver="t",
+        hypervisor_type=htype,
+        hypervisor_version=version,
+        vcpus=16,
+        memory_mb=16384,
+        disk_gb=500,
+        memory_mb_used=16384 - free_mb,
+        up=up,
+        enabled=enabled,
+    )
 
 
 INST = Instance("u", "vm", "src", memory_mb=4096, vcpus=2, disk_gb=10)
@@ -21,7 +37,10 @@ def test_most_free_ram_wins() -> None:
 
 
 def test_claims_count_against_free_ram() -> None:
-    cands = [HostCandidate(host("a", 6000)), HostCandidate(host("b", 12000), claimed_memory_mb=9000)]
+    cands = [
+        HostCandidate(host("a", 6000)),
+        HostCandidate(host("b", 12000), claimed_memory_mb=9000),
+    ]
     assert select_destination(cands, INST, SRC) == "a"
 
 
