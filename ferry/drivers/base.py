@@ -159,7 +159,8 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def post_live_migration_at_source(self, instance: Instance, data: MigrateData) -> None:
         """Clean the source after the switchover (domain undefined, local files removed unless
-        storage is shared, volumes disconnected). Raises :class:`~ferry.errors.DriverError`.
+        storage is shared, volumes disconnected). Raises :class:`~ferry.errors.DriverError`, also
+        when the guest has not switched over yet (the source copy must never be destroyed first).
         """
 
     @abc.abstractmethod

@@ -6,6 +6,7 @@ from typing import Any
 
 from alembic import context
 
+import ferry.drivers.simulated.tables  # noqa: F401 - its tables are part of the schema
 from ferry.persistence.models import Base
 
 config = context.config
