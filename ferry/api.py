@@ -173,6 +173,9 @@ class Orchestrator:
         )
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="ferry-run")
         self._handles: dict[str, MigrationHandle] = {}
+        self._local = threading.local()
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
 
     # ------------------------------------------------------------------ queries
     def subscribe(self, callback: Callback) -> Any:
@@ -358,6 +361,9 @@ class Orchestrator:
         if record.status == MigrationStatus.POST_MIGRATING:
             raise errors.AbortTooLate(migration_id, "past the switchover")
         self.migrations.request_abort(migration_id)
+        if getattr(self._local, "busy", False):
+            # called from an event callback of a run in this thread: its monitor sees the request
+            return self.get(migration_id)
         handle = self._handles.get(migration_id)
         if handle is not None:
             with contextlib.suppress(errors.FerryError):
@@ -379,6 +385,11 @@ class Orchestrator:
 
     def _run(self, migration_id: str) -> Migration:
         ttl = self.settings.runner.lease_seconds
+        with self._running_lock:
+            if migration_id in self._running:
+                raise errors.MigrationInProgress(
+                    f"migration {migration_id} is already being run by this process"
+                )
         if not self._acquire_lease(migration_id, ttl):
             lease = self.leases.get(migration_id) or {}
             left = max(0.0, float(lease.get("expires_at", 0)) - time.time())
@@ -388,14 +399,20 @@ class Orchestrator:
             )
         heartbeat = _Heartbeat(self.leases, migration_id, self.owner, ttl)
         failure: BaseException | None = None
+        outer_busy = getattr(self._local, "busy", False)
+        with self._running_lock:
+            self._running.add(migration_id)
         try:
             engine = self._load_engine(migration_id)
             heartbeat.engine = engine
             heartbeat.start()
+            self._local.busy = True
             try:
                 engine.run()
             except Exception as exc:
                 failure = exc
+            finally:
+                self._local.busy = outer_busy
             if heartbeat.lost:
                 raise errors.LeaseLost(
                     f"migration {migration_id}: this runner lost its lease; "
@@ -403,9 +420,24 @@ class Orchestrator:
                 )
         finally:
             heartbeat.stop()
+            with self._running_lock:
+                self._running.discard(migration_id)
             self.leases.release(migration_id, self.owner)
         record = self.get(migration_id)
         return self._outcome(record, failure)
+
+    def _flow(self, fd: Any) -> Any:
+        """The flow of a saved run. Flows are immutable once built but their tasks carry
+        notifiers the engine uses while running them, so each thread keeps its own copy."""
+        factory = (fd.meta or {}).get("factory", {}).get("name", "")
+        if not factory.endswith("get_live_migration_flow"):
+            return engines.flow_from_detail(fd)
+        if getattr(self._local, "busy", False):  # a run started from a callback of another run
+            return get_live_migration_flow()
+        flow = getattr(self._local, "flow", None)
+        if flow is None:
+            flow = self._local.flow = get_live_migration_flow()
+        return flow
 
     def _acquire_lease(self, migration_id: str, ttl: float) -> bool:
         if self.leases.acquire(migration_id, self.owner, ttl):
@@ -438,7 +470,9 @@ class Orchestrator:
                 book = conn.get_logbook(migration_id)
         fd = book.find(migration_id)
         store = dict(fd.meta.get(STORE_META_KEY, {}))
-        engine = engines.load_from_detail(fd, store=store, backend=self.backend, engine="serial")
+        engine = engines.load(
+            self._flow(fd), flow_detail=fd, store=store, backend=self.backend, engine="serial"
+        )
         engine.storage.inject({c.CONTEXT: self.context}, transient=True)
 
         def on_atom(state: str, details: dict[str, Any]) -> None:

@@ -65,6 +65,11 @@ class Driver(abc.ABC):
         Raises :class:`~ferry.errors.HostNotFound` when the driver does not serve ``host``.
         """
 
+    def host_infos(self, hosts: list[str]) -> list[Host]:
+        """:meth:`host_info` of several hosts; drivers override it to read them in one go.
+        Hosts whose info cannot be read are left out."""
+        return [self.host_info(h) for h in hosts]
+
     @abc.abstractmethod
     def list_instances(self, host: str | None = None) -> list[Instance]:
         """Instances on ``host`` (all served hosts when ``None``). Raises nothing for down hosts."""

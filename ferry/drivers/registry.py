@@ -42,13 +42,15 @@ class DriverRegistry:
         return self.driver_for(host).host_info(host)
 
     def host_infos(self) -> list[Host]:
-        infos = []
-        for name in self.hosts():
+        """Every host's info, each driver asked once for all of its hosts."""
+        infos: list[Host] = []
+        for d in self.drivers:
+            names = [h for h, owner in self._by_host.items() if owner is d]
             try:
-                infos.append(self.host_info(name))
-            except Exception as exc:  # an unreachable host is a down host, not a crash
-                LOG.warning("host %s: cannot read host info: %s", name, exc)
-        return infos
+                infos.extend(d.host_infos(names))
+            except Exception as exc:  # an unreachable hypervisor is down hosts, not a crash
+                LOG.warning("driver %s: cannot read host info: %s", d.name, exc)
+        return sorted(infos, key=lambda h: h.name)
 
     def find_instance(self, ref: str) -> Instance:
         for d in self.drivers:

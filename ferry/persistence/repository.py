@@ -39,24 +39,29 @@ StatusListener = Callable[[str, str, str | None], None]
 def _upsert(
     conn: Connection,
     table: sa.Table,
-    values: dict[str, Any],
+    values: dict[str, Any] | list[dict[str, Any]],
     keys: Iterable[str],
     update: Iterable[str] | None = None,
 ) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE ``update`` columns (or DO NOTHING); one statement,
+    executed for every row of ``values`` (executemany)."""
+    rows = values if isinstance(values, list) else [values]
+    if not rows:
+        return
     keys = list(keys)
-    cols = list(update) if update is not None else [k for k in values if k not in keys]
+    cols = list(update) if update is not None else [k for k in rows[0] if k not in keys]
     ins: Any
     if conn.dialect.name == "postgresql":
-        ins = postgresql.insert(table).values(**values)
+        ins = postgresql.insert(table)
     else:
-        ins = sqlite.insert(table).values(**values)
+        ins = sqlite.insert(table)
     if cols:
         ins = ins.on_conflict_do_update(
             index_elements=keys, set_={c: ins.excluded[c] for c in cols}
         )
     else:
         ins = ins.on_conflict_do_nothing(index_elements=keys)
-    conn.execute(ins)
+    conn.execute(ins, rows)
 
 
 class MigrationRepository:
@@ -221,6 +226,18 @@ class MigrationRepository:
                 M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields)
             )
 
+    def report_progress(self, migration_id: str, progress: dict[str, Any]) -> bool:
+        """Store the transfer progress; returns whether an abort was requested (one round trip)."""
+        with self.db.connect() as conn:
+            conn.execute(
+                M.update()
+                .where(M.c.id == migration_id)
+                .values(progress=progress, updated_at=self.now())
+            )
+            return bool(
+                conn.execute(sa.select(M.c.abort_requested).where(M.c.id == migration_id)).scalar()
+            )
+
     def add_leftover(self, migration_id: str, text: str) -> None:
         with self.db.connect() as conn:
             current = (
@@ -232,9 +249,14 @@ class MigrationRepository:
                 )
 
     def record_attempt(
-        self, migration_id: str, host: str, outcome: str, reason: str | None = None
+        self, migration_id: str, host: str, outcome: str, reason: str | None = None, **fields: Any
     ) -> None:
+        """Upsert the attempt on ``host`` (and update the record's ``fields`` in the same write)."""
         with self.db.connect() as conn:
+            if fields:
+                conn.execute(
+                    M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields)
+                )
             _upsert(
                 conn,
                 AT,
@@ -307,31 +329,31 @@ class ClaimRepository:
     def refresh_hosts(self, hosts: Iterable[Host]) -> None:
         """Cache drivers' capacity and usage (the claimed columns are left alone)."""
         now = self.now()
+        rows = [
+            {
+                "name": h.name,
+                "driver": h.driver,
+                "hypervisor_type": h.hypervisor_type,
+                "hypervisor_version": h.hypervisor_version,
+                "vcpus": h.vcpus,
+                "memory_mb": h.memory_mb,
+                "disk_gb": h.disk_gb,
+                "vcpus_used": h.vcpus_used,
+                "memory_mb_used": h.memory_mb_used,
+                "disk_gb_used": h.disk_gb_used,
+                "up": h.up,
+                "enabled": h.enabled,
+                "storage_group": h.storage_group,
+                "updated_at": now,
+            }
+            for h in hosts
+        ]
+        if not rows:
+            return
+        update = [k for k in rows[0] if k != "name"]
+        claimed = {"claimed_vcpus": 0, "claimed_memory_mb": 0, "claimed_disk_gb": 0}
         with self.db.connect() as conn:
-            for h in hosts:
-                values = {
-                    "name": h.name,
-                    "driver": h.driver,
-                    "hypervisor_type": h.hypervisor_type,
-                    "hypervisor_version": h.hypervisor_version,
-                    "vcpus": h.vcpus,
-                    "memory_mb": h.memory_mb,
-                    "disk_gb": h.disk_gb,
-                    "vcpus_used": h.vcpus_used,
-                    "memory_mb_used": h.memory_mb_used,
-                    "disk_gb_used": h.disk_gb_used,
-                    "up": h.up,
-                    "enabled": h.enabled,
-                    "storage_group": h.storage_group,
-                    "updated_at": now,
-                }
-                _upsert(
-                    conn,
-                    HS,
-                    {**values, "claimed_vcpus": 0, "claimed_memory_mb": 0, "claimed_disk_gb": 0},
-                    keys=["name"],
-                    update=[k for k in values if k != "name"],
-                )
+            _upsert(conn, HS, [{**r, **claimed} for r in rows], keys=["name"], update=update)
 
     def claimed(self) -> dict[str, tuple[int, int, int]]:
         """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""

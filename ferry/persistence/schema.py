@@ -53,3 +53,12 @@ def upgrade(db: Database) -> None:
     backend = FerryBackend(db)
     with contextlib.closing(backend.get_connection()) as tf_conn:
         tf_conn.upgrade()
+    # TaskFlow's schema has no index on the parent columns: every logbook read and flow update
+    # would scan all atoms of all past migrations
+    with db.engine.begin() as conn:
+        for table in ("atomdetails", "flowdetails"):
+            conn.execute(
+                sa.text(
+                    f"CREATE INDEX IF NOT EXISTS ix_ferry_{table}_parent ON {table} (parent_uuid)"
+                )
+            )

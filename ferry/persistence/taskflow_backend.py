@@ -8,13 +8,16 @@ schema and semantics but
 * builds the tables once per backend and shares ferry's pooled engine (WAL SQLite / PostgreSQL),
 * writes an atom update as one ``UPDATE`` (TaskFlow's storage always hands over the complete,
   authoritative atom detail, and only one runner drives a flow at a time: see leases),
-* on a flow update inserts only the atoms the database does not have yet.
+* on a flow update inserts only the atoms the database does not have yet,
+* skips the write TaskFlow makes right after a state change only to set the progress to 0.0 or
+  1.0 (the state change itself is written; the progress of a finished atom is implied by it).
 
 Every write is still its own committed transaction, so an atom reported done survives a SIGKILL.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -52,6 +55,36 @@ class FerryBackend(impl_sqlalchemy.SQLAlchemyBackend):
         self._validated = True  # the Database already connected
         self.metadata = sa.MetaData()
         self.tables = tables.fetch(self.metadata)
+        ad_t = self.tables.atomdetails
+        columns = [
+            c.name
+            for c in ad_t.columns
+            if c.name not in ("uuid", "parent_uuid", "atom_type", "created_at")
+        ]
+        #: one UPDATE of every atom column, built once (statement building dominates otherwise)
+        self.update_atom_stmt = (
+            sql.update(ad_t)
+            .where(ad_t.c.uuid == sa.bindparam("_uuid"))
+            .values({c: sa.bindparam(c, type_=ad_t.c[c].type) for c in columns})
+        )
+        self.atom_columns = columns
+        self._written: dict[str, str] = {}
+        self._written_lock = threading.Lock()
+
+    def written_unchanged_but_progress(self, atom_detail: Any, values: dict[str, Any]) -> bool:
+        """True when the last write of this atom differs from ``values`` only by a progress of
+        0.0 or 1.0 (records what is written otherwise)."""
+        meta = dict(values.get("meta") or {})
+        progress = meta.pop("progress", None)
+        meta.pop("progress_details", None)
+        fingerprint = repr(sorted({**values, "meta": meta}.items(), key=lambda kv: kv[0]))
+        with self._written_lock:
+            same = self._written.get(atom_detail.uuid) == fingerprint
+            if not same:
+                self._written[atom_detail.uuid] = fingerprint
+                if len(self._written) > 100_000:  # bounded: forget the oldest runs
+                    self._written.pop(next(iter(self._written)))
+        return same and progress in (0.0, 1.0)
 
     def get_connection(self) -> FerryConnection:
         return FerryConnection(self)
@@ -68,14 +101,15 @@ class FerryConnection(impl_sqlalchemy.Connection):
 
     def update_atom_details(self, atom_detail: Any) -> Any:
         stamp_state_time(atom_detail)
+        backend = self._backend
         values = atom_detail.to_dict()
-        values.pop("uuid", None)
+        params = {c: values.get(c) for c in backend.atom_columns}
+        if backend.written_unchanged_but_progress(atom_detail, params):
+            return atom_detail
+        params["_uuid"] = atom_detail.uuid
         try:
             with self._engine.begin() as conn:
-                ad_t = self._tables.atomdetails
-                result = conn.execute(
-                    sql.update(ad_t).where(ad_t.c.uuid == atom_detail.uuid).values(**values)
-                )
+                result = conn.execute(backend.update_atom_stmt, params)
                 if result.rowcount == 0:
                     raise tf_exc.NotFound(f"No atom details found with uuid '{atom_detail.uuid}'")
         except sa_exc.SQLAlchemyError:

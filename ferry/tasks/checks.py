@@ -31,7 +31,6 @@ class CheckHypervisor(FerryTask):
     def execute(
         self, context: Context, migration_id: str, source_host: str, destination: str
     ) -> None:
-        context.check_abort(migration_id, "during the host checks")
 
         def check() -> None:
             src = context.drivers.host_info(source_host)

@@ -84,7 +84,6 @@ class Schedule(FerryTask):
         excluded_hosts: list[str],
         request: dict[str, Any],
     ) -> str:
-        context.check_abort(migration_id, "while scheduling")
         inst = instance_of(instance)
         rejected = context.migrations.rejected_hosts(migration_id)
         forced = request.get("destination")
@@ -101,8 +100,9 @@ class Schedule(FerryTask):
                 raise errors.ComputeHostUnavailable(source_host, "no host information")
             candidates = [HostCandidate(h, *claimed.get(h.name, (0, 0, 0))) for h in infos]
             destination = select_destination(candidates, inst, by_name[source_host], rejected)
-        context.migrations.record_attempt(migration_id, destination, "chosen")
-        context.migrations.update(migration_id, destination=destination)
+        context.migrations.record_attempt(
+            migration_id, destination, "chosen", destination=destination
+        )
         LOG.info("migration %s: destination %s chosen", migration_id, destination)
         return destination
 
@@ -115,10 +115,17 @@ class ClaimDestination(FerryTask):
     """
 
     def execute(
-        self, context: Context, migration_id: str, instance: dict[str, Any], destination: str
+        self,
+        context: Context,
+        migration_id: str,
+        instance: dict[str, Any],
+        destination: str,
+        request: dict[str, Any],
     ) -> None:
         inst = instance_of(instance)
-        context.claims.refresh_hosts([context.drivers.host_info(destination)])
+        if request.get("destination"):
+            # a forced host skipped the scheduler, which caches every host's capacity
+            context.claims.refresh_hosts([context.drivers.host_info(destination)])
         if not context.claims.claim(migration_id, destination, inst):
             exc = errors.MigrationPreCheckError(
                 destination,

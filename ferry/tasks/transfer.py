@@ -119,7 +119,7 @@ class Transfer(FerryTask):
         lever: str | None = None
         while True:
             p = driver.transfer_progress(inst, data)
-            self._report(ctx, migration_id, p)
+            abort_requested = self._report(ctx, migration_id, p)
             if p.state == "completed":
                 return self._result(p, lever, applied)
             if p.state == "cancelled":
@@ -132,7 +132,7 @@ class Transfer(FerryTask):
                 raise errors.TransferFailed(
                     data.source, "the transfer disappeared from the hypervisor"
                 )
-            if ctx.migrations.field(migration_id, "abort_requested"):
+            if abort_requested:
                 if self._abort(driver, inst, data):
                     raise errors.MigrationCancelled(migration_id, "during the transfer")
                 continue  # switched over meanwhile: too late to abort, finish instead
@@ -170,13 +170,15 @@ class Transfer(FerryTask):
             raise
         return True
 
-    def _report(self, ctx: Context, migration_id: str, p: TransferProgress) -> None:
+    def _report(self, ctx: Context, migration_id: str, p: TransferProgress) -> bool:
+        """Progress into TaskFlow, the record and the events; returns the abort flag."""
         progress = progress_dict(p)
         self.update_progress(p.fraction)
-        ctx.migrations.update(migration_id, progress=progress)
+        abort_requested = ctx.migrations.report_progress(migration_id, progress)
         ctx.events.emit(
             Event(kind="progress", migration_id=migration_id, phase=self.name, data=progress)
         )
+        return abort_requested
 
     @staticmethod
     def _result(p: TransferProgress, lever: str | None, steps_applied: int) -> dict[str, Any]:

@@ -36,7 +36,6 @@ class Validate(FerryTask):
     def execute(
         self, context: Context, migration_id: str, request: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        context.check_abort(migration_id, "before validation")
         uuid = context.migrations.field(migration_id, "instance_uuid")
         instance = context.drivers.find_instance(uuid)
         validate_request(context, instance, MigrationRequest.from_dict(request))

@@ -374,6 +374,31 @@ def test_abort_during_transfer(orch: Orchestrator, sim: SimulatedDriver) -> None
     assert_nothing_held(orch, sim)
 
 
+def test_abort_from_an_event_callback(orch: Orchestrator, sim: SimulatedDriver) -> None:
+    seen: list[str] = []
+
+    def on_event(e: Event) -> None:
+        if e.kind == "progress" and e.data["percent"] > 30 and not seen:
+            seen.append(orch.abort(e.migration_id).status)  # must not deadlock or nest a run
+
+    orch.subscribe(on_event)
+    with pytest.raises(MigrationCancelled):
+        orch.live_migrate("web-1")
+    assert seen == ["running"]
+    assert_on(sim, "web-1", "compute-1")
+    assert_nothing_held(orch, sim)
+
+
+def test_background_abort(orch: Orchestrator, sim: SimulatedDriver) -> None:
+    mid = orch.create("web-1")
+    orch.migrations.request_abort(mid)
+    handle = orch.resume(mid, wait=False)
+    with pytest.raises(MigrationCancelled):
+        handle.wait(timeout=60)
+    assert orch.get(mid).status == "cancelled"
+    assert_nothing_held(orch, sim)
+
+
 def test_abort_after_completion_is_refused(orch: Orchestrator) -> None:
     m = orch.live_migrate("web-1")
     with pytest.raises(AbortTooLate):

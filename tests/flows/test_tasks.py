@@ -116,8 +116,9 @@ def test_claim_execute_is_idempotent_and_revert_releases(
     orch: Orchestrator, run: dict[str, Any]
 ) -> None:
     claim = ClaimDestination(c.CLAIM)
-    claim.execute(run["ctx"], run["mid"], run["instance"], "compute-3")
-    claim.execute(run["ctx"], run["mid"], run["instance"], "compute-3")
+    forced = dict(run["request"], destination="compute-3")  # no scheduler ran: claim refreshes
+    claim.execute(run["ctx"], run["mid"], run["instance"], "compute-3", forced)
+    claim.execute(run["ctx"], run["mid"], run["instance"], "compute-3", forced)
     assert orch.claims.claimed()["compute-3"] == (2, 4096, 20)
     claim.revert(run["ctx"], run["mid"], "compute-3", result=None)
     claim.revert(run["ctx"], run["mid"], "compute-3", result=None)
@@ -127,7 +128,8 @@ def test_claim_execute_is_idempotent_and_revert_releases(
 def test_claim_without_room_rejects_the_host(orch: Orchestrator, run: dict[str, Any]) -> None:
     big = dict(run["instance"], memory_mb=10**7)
     with pytest.raises(MigrationPreCheckError):
-        ClaimDestination(c.CLAIM).execute(run["ctx"], run["mid"], big, "compute-3")
+        forced = dict(run["request"], destination="compute-3")
+        ClaimDestination(c.CLAIM).execute(run["ctx"], run["mid"], big, "compute-3", forced)
     assert "compute-3" in orch.migrations.rejected_hosts(run["mid"])
 
 
