@@ -50,11 +50,8 @@ def _upsert(
         return
     keys = list(keys)
     cols = list(update) if update is not None else [k for k in rows[0] if k not in keys]
-    ins: Any
-    if conn.dialect.name == "postgresql":
-        ins = postgresql.insert(table)
-    else:
-        ins = sqlite.insert(table)
+    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    ins = dialect_insert(table)
     if cols:
         ins = ins.on_conflict_do_update(
             index_elements=keys, set_={c: ins.excluded[c] for c in cols}
