@@ -192,7 +192,9 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any
                 stmt = sqlite.insert(table).values(**row).on_conflict_do_nothing()
             else:
                 stmt = postgresql.insert(table).values(**row).on_conflict_do_nothing()
-            inserted += conn.execute(stmt).rowcount or 0
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING
+            stmt = stmt.returning(*table.primary_key.columns)
+            inserted += len(conn.execute(stmt).all())
         else:  # pragma: no cover - ferry supports SQLite and PostgreSQL
             try:
                 with conn.begin_nested():

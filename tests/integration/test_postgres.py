@@ -1,0 +1,109 @@
+"""The same guarantees on PostgreSQL: schema on first use, full runs, atomic claims and leases,
+crash and resume."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+from ferry import NoValidHost, Orchestrator
+from ferry.drivers.simulated import SimulatedDriver
+from ferry.model import Host, Instance
+from ferry.persistence.db import Database
+from ferry.persistence.repository import ClaimRepository, LeaseRepository
+from tests.conftest import fast_settings
+from tests.crash.test_crash import run
+from tests.flows.helpers import assert_nothing_held, assert_on
+
+pytestmark = pytest.mark.postgres
+
+
+def orchestrator(url: str) -> tuple[Orchestrator, SimulatedDriver]:
+    orch = Orchestrator(url, settings=fast_settings())
+    sim = orch.drivers.drivers[0]
+    assert isinstance(sim, SimulatedDriver)
+    return orch, sim
+
+
+def test_full_runs(pg_url: str) -> None:
+    orch, sim = orchestrator(pg_url)
+    m = orch.live_migrate("web-1")
+    assert (m.status, m.destination) == ("completed", "compute-3")
+    assert [a.outcome for a in m.attempts] == ["rejected", "chosen"]
+    assert_on(sim, "web-1", "compute-3")
+    sim.inject_fault("compute-1", "check_destination", message="full")
+    sim.inject_fault("compute-2", "check_destination", message="full")
+    with pytest.raises(NoValidHost):
+        orch.live_migrate("web-1")
+    assert_on(sim, "web-1", "compute-3")
+    assert_nothing_held(orch, sim)
+    orch.close()
+    # a second process-like open of the same database sees everything
+    again, _ = orchestrator(pg_url)
+    assert [m.status for m in again.list()] == ["failed", "completed"]
+    again.close()
+
+
+def test_concurrent_claims_never_overcommit(pg_url: str) -> None:
+    db = Database(pg_url)
+    db.upgrade()
+    ClaimRepository(db).refresh_hosts([Host(name="h", driver="t", hypervisor_type="qemu",
+                                            hypervisor_version=1, vcpus=64, memory_mb=10 * 1024,
+                                            disk_gb=1000)])
+    inst = Instance("u", "vm", "src", memory_mb=1024, vcpus=1, disk_gb=1)
+    barrier = threading.Barrier(20)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def go(i: int) -> None:
+        barrier.wait()
+        ok = ClaimRepository(db).claim(f"m{i}", "h", inst)
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 10
+    assert ClaimRepository(db).claimed()["h"] == (10, 10 * 1024, 10)
+    db.close()
+
+
+def test_one_lease_winner_under_contention(pg_url: str) -> None:
+    db = Database(pg_url)
+    db.upgrade()
+    barrier = threading.Barrier(10)
+    winners: list[str] = []
+    lock = threading.Lock()
+
+    def go(i: int) -> None:
+        barrier.wait()
+        if LeaseRepository(db).acquire("m1", f"runner-{i}", ttl=60):
+            with lock:
+                winners.append(f"runner-{i}")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert LeaseRepository(db).get("m1")["owner"] == winners[0]  # type: ignore[index]
+    db.close()
+
+
+def test_crash_and_resume(pg_url: str) -> None:
+    orch, sim = orchestrator(pg_url)
+    sim.ensure_seeded()
+    code, out, _ = run(pg_url, "migrate", "web-1", "--kill-at", "progress:50")
+    assert code == -signal.SIGKILL
+    code, _, err = run(pg_url, "resume", out[0])
+    assert code == 0, err
+    assert orch.get(out[0]).status == "completed"
+    assert_on(sim, "web-1", "compute-3")
+    assert_nothing_held(orch, sim)
+    orch.close()
