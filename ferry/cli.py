@@ -155,7 +155,8 @@ class ProgressView:
             d = event.data
             eta = d.get("eta_s")
             detail = (
-                f"{d.get('memory_processed_mb', 0):.0f}/{d.get('memory_total_mb', 0):.0f} MiB  "
+                f"{d.get('memory_remaining_mb', 0):.0f} of {d.get('memory_total_mb', 0):.0f} MiB "
+                f"left  "
                 f"iter {d.get('iteration', 0)}  downtime {d.get('downtime_ms', 0)} ms"
                 + (f"  ETA {eta:.1f}s" if eta is not None else "")
             )
@@ -255,7 +256,7 @@ def print_migration(m: Migration) -> None:
         console.print(
             f"  transfer: {result.get('iterations')} iteration(s), "
             f"downtime {result.get('downtime_ms')} ms, "
-            f"{result.get('elapsed_s')} s (simulated), lever: {result.get('lever')}",
+            f"{result.get('elapsed_s')} s of hypervisor time, lever: {result.get('lever')}",
             highlight=False,
         )
     if m.error:

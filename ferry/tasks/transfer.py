@@ -187,7 +187,7 @@ class Transfer(FerryTask):
         return {
             "downtime_ms": p.downtime_ms,
             "iterations": p.iteration,
-            "elapsed_s": p.elapsed_s,
+            "elapsed_s": round(p.elapsed_s, 3),
             "lever": lever,
             "downtime_steps_applied": steps_applied,
         }
