@@ -25,10 +25,11 @@ from typing import Any
 from taskflow import engines, states
 from taskflow import exceptions as tf_exc
 from taskflow.persistence import models as tf_models
+from taskflow.types import notifier
 
 from ferry import errors
 from ferry.clock import Clock, SystemClock
-from ferry.config import MigrationSettings, Settings, load_settings
+from ferry.config import Settings, load_settings
 from ferry.context import Callback, Context, Event, EventBus
 from ferry.drivers.base import Driver
 from ferry.drivers.registry import DriverRegistry
@@ -481,7 +482,7 @@ class Orchestrator:
                 phase = details.get("task_name") or details.get("retry_name")
                 self.events.emit(Event(kind=kind, migration_id=migration_id, phase=phase))
 
-        engine.atom_notifier.register(tf_notifier_any(), on_atom)
+        engine.atom_notifier.register(notifier.Notifier.ANY, on_atom)
         return engine
 
     def _outcome(self, record: Migration, failure: BaseException | None) -> Migration:
@@ -523,12 +524,6 @@ class Orchestrator:
         self.close()
 
 
-def tf_notifier_any() -> Any:
-    from taskflow.types import notifier
-
-    return notifier.Notifier.ANY
-
-
 def _local_owner_dead(owner: str) -> bool:
     """True when ``owner`` ("host:pid:token") names a process of this machine that is gone."""
     host, _, rest = owner.partition(":")
@@ -564,4 +559,4 @@ def primary_exception(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-__all__ = ["MigrationHandle", "MigrationSettings", "Orchestrator"]
+__all__ = ["MigrationHandle", "Orchestrator"]

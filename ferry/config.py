@@ -58,6 +58,13 @@ class MigrationSettings:
     post_retries: int = 3
     post_retry_delay: float = 1.0
 
+    @classmethod
+    def from_store(cls, data: dict[str, Any]) -> MigrationSettings:
+        """The settings a run was started with (keys this version does not know are ignored,
+        so a run persisted by another version still resumes)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
     def with_overrides(self, overrides: dict[str, Any] | None) -> MigrationSettings:
         if not overrides:
             return self

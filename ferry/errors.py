@@ -136,17 +136,6 @@ class LeaseLost(FerryError):
     """This runner lost its lease (another runner took the migration over)."""
 
 
-class MissingExtra(FerryError):
-    def __init__(self, driver: str, extra: str, module: str) -> None:
-        super().__init__(
-            f"the {driver} driver needs the Python module {module!r}; "
-            f"install it with: pip install 'ferry[{extra}]'",
-            driver,
-            extra,
-            module,
-        )
-
-
 class MigrationFailed(FerryError):
     """A migration ended ``failed`` or ``error``; ``status`` and the record's error say why."""
 

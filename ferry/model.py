@@ -107,20 +107,6 @@ class Host(_Record):
 
 
 @dataclass
-class Volume(_Record):
-    id: str
-    size_gb: int = 1
-    shared: bool = True
-
-
-@dataclass
-class Vif(_Record):
-    id: str
-    network: str
-    mac: str = ""
-
-
-@dataclass
 class Instance(_Record):
     """A virtual machine, as its driver reports it."""
 

@@ -502,12 +502,6 @@ class LeaseRepository:
             )
         return dict(row) if row else None
 
-    def live(self, migration_id: str) -> dict[str, Any] | None:
-        lease = self.get(migration_id)
-        if lease and lease["expires_at"] >= self.now():
-            return lease
-        return None
-
     def all(self) -> list[dict[str, Any]]:
         with self.db.connect() as conn:
             return [dict(r) for r in conn.execute(sa.select(LS)).mappings().all()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from taskflow import task
@@ -58,10 +59,10 @@ def primary_failure(failures: Any) -> Any:
     return min(failures, key=rank) if failures else None
 
 
-def safe_revert(ctx: Context, migration_id: str, what: str, fn: Any, *args: Any) -> None:
+def safe_revert(ctx: Context, migration_id: str, what: str, undo: Callable[[], Any]) -> None:
     """Run an undo step; never raise out of a revert: record the leftover instead."""
     try:
-        fn(*args)
+        undo()
     except Exception as exc:
         LOG.exception("migration %s: %s failed during revert", migration_id, what)
         try:

@@ -84,9 +84,9 @@ class CheckDestination(FerryTask):
             context,
             migration_id,
             f"cleanup of the destination check on {destination}",
-            context.driver(destination).cleanup_live_migration_destination_check,
-            destination,
-            migrate_data_of(result),
+            lambda: context.driver(destination).cleanup_live_migration_destination_check(
+                destination, migrate_data_of(result)
+            ),
         )
 
 

@@ -31,7 +31,7 @@ class RollForward(retry.Retry):
     ) -> int:
         attempt = len(history) + 1
         if attempt > 1:
-            delay = MigrationSettings(**settings).post_retry_delay * 2 ** (attempt - 2)
+            delay = MigrationSettings.from_store(settings).post_retry_delay * 2 ** (attempt - 2)
             LOG.info(
                 "migration %s: post-switchover attempt %d in %.1f s", migration_id, attempt, delay
             )
@@ -42,7 +42,7 @@ class RollForward(retry.Retry):
     def on_failure(
         self, history: Any, context: Context, migration_id: str, settings: dict[str, Any]
     ) -> Any:
-        if len(history) < MigrationSettings(**settings).post_retries:
+        if len(history) < MigrationSettings.from_store(settings).post_retries:
             return retry.RETRY
         return retry.REVERT  # this subflow only: the switchover is never undone
 

@@ -42,7 +42,7 @@ class PreLiveMigration(FerryTask):
             context,
             migration_id,
             f"rollback at destination {data.destination}",
-            context.driver(data.destination).rollback_live_migration_at_destination,
-            instance_of(instance),
-            data,
+            lambda: context.driver(data.destination).rollback_live_migration_at_destination(
+                instance_of(instance), data
+            ),
         )

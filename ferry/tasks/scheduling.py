@@ -9,7 +9,7 @@ from taskflow import retry
 from ferry import errors
 from ferry.context import Context
 from ferry.scheduler import HostCandidate, select_destination
-from ferry.tasks.base import LOG, FerryTask, instance_of
+from ferry.tasks.base import LOG, FerryTask, instance_of, safe_revert
 
 
 class Reschedule(retry.Retry):
@@ -138,10 +138,9 @@ class ClaimDestination(FerryTask):
     def revert(
         self, context: Context, migration_id: str, destination: str, result: Any, **kwargs: Any
     ) -> None:
-        try:
-            context.claims.release(migration_id, destination)
-        except Exception:
-            LOG.exception(
-                "migration %s: releasing the claim on %s failed", migration_id, destination
-            )
-            context.migrations.add_leftover(migration_id, f"claim on {destination} not released")
+        safe_revert(
+            context,
+            migration_id,
+            f"release of the claim on {destination}",
+            lambda: context.claims.release(migration_id, destination),
+        )

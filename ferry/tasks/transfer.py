@@ -55,7 +55,7 @@ class Transfer(FerryTask):
     ) -> dict[str, Any]:
         inst = instance_of(instance)
         data = migrate_data_of(prepared_migrate_data)
-        policy = MigrationSettings(**settings)
+        policy = MigrationSettings.from_store(settings)
         driver = context.driver(data.source)
         started = bool(
             (context.migrations.field(migration_id, "progress") or {}).get("transfer_started")
@@ -203,26 +203,18 @@ class Transfer(FerryTask):
     ) -> None:
         inst = instance_of(instance)
         data = migrate_data_of(prepared_migrate_data)
-        driver = context.driver(data.source)
-        try:
+
+        def undo() -> None:
+            driver = context.driver(data.source)
             loc = driver.locate(inst.uuid)
-        except Exception as exc:
-            context.migrations.add_leftover(
-                migration_id, f"cannot tell where {inst.name} runs after a failed transfer: {exc}"
-            )
-            return
-        if loc.host == data.destination and not loc.transfer_in_flight:
-            context.migrations.add_leftover(
-                migration_id,
-                f"{inst.name} already switched over to {data.destination}; not moved back",
-            )
-            return
-        if loc.transfer_in_flight:
-            safe_revert(
-                context,
-                migration_id,
-                f"abort of the transfer to {data.destination}",
-                driver.abort_transfer,
-                inst,
-                data,
-            )
+            if loc.host == data.destination and not loc.transfer_in_flight:
+                # the switchover happened: the VM is never moved back
+                raise errors.DriverError(
+                    data.destination,
+                    "revert of the transfer",
+                    f"{inst.name} already switched over to {data.destination}; not moved back",
+                )
+            if loc.transfer_in_flight:
+                driver.abort_transfer(inst, data)
+
+        safe_revert(context, migration_id, f"transfer to {data.destination}", undo)
