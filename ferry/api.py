@@ -470,11 +470,11 @@ class Orchestrator:
             with contextlib.closing(self.backend.get_connection()) as conn:
                 book = conn.get_logbook(migration_id)
         fd = book.find(migration_id)
+        # The store's inputs are persisted once, in the flow detail's meta, when the run is
+        # created; every load injects them (and the process-local resolver) transiently.
         store = dict(fd.meta.get(STORE_META_KEY, {}))
-        engine = engines.load(
-            self._flow(fd), flow_detail=fd, store=store, backend=self.backend, engine="serial"
-        )
-        engine.storage.inject({c.CONTEXT: self.context}, transient=True)
+        engine = engines.load(self._flow(fd), flow_detail=fd, backend=self.backend, engine="serial")
+        engine.storage.inject({**store, c.CONTEXT: self.context}, transient=True)
 
         def on_atom(state: str, details: dict[str, Any]) -> None:
             kind = _PHASE_EVENTS.get(state)

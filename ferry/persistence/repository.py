@@ -195,22 +195,54 @@ class MigrationRepository:
         )
 
     # ------------------------------------------------------------------ writes
+    def fields(self, migration_id: str, *names: str) -> tuple[Any, ...]:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                sa.select(*(M.c[n] for n in names)).where(M.c.id == migration_id)
+            ).first()
+        if row is None:
+            raise MigrationNotFound(migration_id)
+        return tuple(row)
+
+    def start(self, migration_id: str, status: MigrationStatus) -> bool:
+        """Move to ``status`` unless an abort was requested (then False). One transaction."""
+        return self.set_status(migration_id, status, unless_aborted=True) is not None
+
     def set_status(
-        self, migration_id: str, status: MigrationStatus, detail: str | None = None, **fields: Any
-    ) -> bool:
-        """Move to ``status`` (and update ``fields``). Returns False when already there."""
+        self,
+        migration_id: str,
+        status: MigrationStatus,
+        detail: str | None = None,
+        *,
+        unlock: str | None = None,
+        unless_aborted: bool = False,
+        **fields: Any,
+    ) -> bool | None:
+        """Move to ``status`` and update ``fields`` in one transaction; ``unlock`` also releases
+        that instance's lock. Returns whether the status changed, or None (and changes nothing)
+        when ``unless_aborted`` and an abort was requested."""
         now = self.now()
         with self.db.connect() as conn:
-            current = conn.execute(sa.select(M.c.status).where(M.c.id == migration_id)).scalar()
-            if current is None:
+            row = conn.execute(
+                sa.select(M.c.status, M.c.abort_requested).where(M.c.id == migration_id)
+            ).first()
+            if row is None:
                 raise MigrationNotFound(migration_id)
-            changed = current != status.value
+            if unless_aborted and row.abort_requested:
+                return None
+            changed = row.status != status.value
             values = dict(fields, status=status.value, updated_at=now)
             conn.execute(M.update().where(M.c.id == migration_id).values(**values))
             if changed:
                 conn.execute(
                     EV.insert().values(
                         migration_id=migration_id, status=status.value, detail=detail, at=now
+                    )
+                )
+            if unlock is not None:
+                conn.execute(
+                    LOCK.delete().where(
+                        LOCK.c.instance_uuid == unlock, LOCK.c.migration_id == migration_id
                     )
                 )
         if changed:
@@ -323,8 +355,9 @@ class ClaimRepository:
         self.db = db
         self.now = now
 
-    def refresh_hosts(self, hosts: Iterable[Host]) -> None:
-        """Cache drivers' capacity and usage (the claimed columns are left alone)."""
+    def refresh_hosts(self, hosts: Iterable[Host]) -> dict[str, tuple[int, int, int]]:
+        """Cache drivers' capacity and usage (the claimed columns are left alone); returns what
+        is claimed on every host (:meth:`claimed`), read in the same transaction."""
         now = self.now()
         rows = [
             {
@@ -345,21 +378,22 @@ class ClaimRepository:
             }
             for h in hosts
         ]
-        if not rows:
-            return
-        update = [k for k in rows[0] if k != "name"]
+        update = [k for k in rows[0] if k != "name"] if rows else []
         claimed = {"claimed_vcpus": 0, "claimed_memory_mb": 0, "claimed_disk_gb": 0}
         with self.db.connect() as conn:
             _upsert(conn, HS, [{**r, **claimed} for r in rows], keys=["name"], update=update)
+            return self._claimed(conn)
 
     def claimed(self) -> dict[str, tuple[int, int, int]]:
         """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""
         with self.db.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    HS.c.name, HS.c.claimed_vcpus, HS.c.claimed_memory_mb, HS.c.claimed_disk_gb
-                )
-            ).all()
+            return self._claimed(conn)
+
+    @staticmethod
+    def _claimed(conn: Connection) -> dict[str, tuple[int, int, int]]:
+        rows = conn.execute(
+            sa.select(HS.c.name, HS.c.claimed_vcpus, HS.c.claimed_memory_mb, HS.c.claimed_disk_gb)
+        ).all()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def claim(self, migration_id: str, host: str, instance: Instance) -> bool:

@@ -72,9 +72,12 @@ class RollForward(retry.Retry):
             )
             context.claims.release(migration_id)
             context.migrations.set_status(
-                migration_id, MigrationStatus.ERROR, detail=error, error=error
+                migration_id,
+                MigrationStatus.ERROR,
+                detail=error,
+                error=error,
+                unlock=record.instance,
             )
-            context.migrations.release_lock(record.instance, migration_id)
         except Exception:
             LOG.exception(
                 "migration %s: could not record the post-switchover failure", migration_id
@@ -141,17 +144,14 @@ class Complete(FerryTask):
         transfer_result: dict[str, Any],
     ) -> None:
         data = migrate_data_of(prepared_migrate_data)
-        progress = dict(context.migrations.field(migration_id, "progress") or {})
-        progress.update(phase="done", state="completed", percent=100.0, result=transfer_result)
         context.claims.release(migration_id)
         context.migrations.set_status(
             migration_id,
             MigrationStatus.COMPLETED,
             destination=data.destination,
-            progress=progress,
             error=None,
+            unlock=instance_of(instance).uuid,
         )
-        context.migrations.release_lock(instance_of(instance).uuid, migration_id)
 
     def revert(self, *args: Any, **kwargs: Any) -> None:
         return None

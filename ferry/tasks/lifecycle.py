@@ -38,8 +38,8 @@ class Sentinel(FerryTask):
     """
 
     def execute(self, context: Context, migration_id: str) -> None:
-        context.check_abort(migration_id, "before it started")
-        context.migrations.set_status(migration_id, MigrationStatus.PREPARING)
+        if not context.migrations.start(migration_id, MigrationStatus.PREPARING):
+            raise errors.MigrationCancelled(migration_id, "before it started")
 
     def revert(
         self,
@@ -57,7 +57,8 @@ class Sentinel(FerryTask):
             if record.leftovers:  # something could not be undone: an operator must look
                 status = MigrationStatus.ERROR
                 error = f"{error}; left over: {'; '.join(record.leftovers)}"
-            context.migrations.set_status(migration_id, status, detail=error, error=error)
-            context.migrations.release_lock(record.instance, migration_id)
+            context.migrations.set_status(
+                migration_id, status, detail=error, error=error, unlock=record.instance
+            )
         except Exception:
             LOG.exception("migration %s: sentinel revert could not finish", migration_id)

@@ -93,8 +93,7 @@ class Schedule(FerryTask):
             destination = str(forced)
         else:
             infos = context.drivers.host_infos()
-            context.claims.refresh_hosts(infos)
-            claimed = context.claims.claimed()
+            claimed = context.claims.refresh_hosts(infos)
             by_name = {h.name: h for h in infos}
             if source_host not in by_name:
                 raise errors.ComputeHostUnavailable(source_host, "no host information")

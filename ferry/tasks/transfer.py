@@ -64,7 +64,10 @@ class Transfer(FerryTask):
             loc = driver.locate(inst.uuid)
             if loc.host == data.destination and not loc.transfer_in_flight:
                 LOG.info("migration %s: switchover already done before the restart", migration_id)
-                return self._result(driver.transfer_progress(inst, data), None, 0)
+                p = driver.transfer_progress(inst, data)
+                result = self._result(p, None, 0)
+                self._report(context, migration_id, p, result)
+                return result
             state = driver.transfer_progress(inst, data).state
             if state == "none":
                 started = False
@@ -119,9 +122,10 @@ class Transfer(FerryTask):
         lever: str | None = None
         while True:
             p = driver.transfer_progress(inst, data)
-            abort_requested = self._report(ctx, migration_id, p)
-            if p.state == "completed":
-                return self._result(p, lever, applied)
+            result = self._result(p, lever, applied) if p.state == "completed" else None
+            abort_requested = self._report(ctx, migration_id, p, result)
+            if result is not None:
+                return result
             if p.state == "cancelled":
                 raise errors.MigrationCancelled(migration_id, "during the transfer")
             if p.state == "failed":
@@ -170,9 +174,17 @@ class Transfer(FerryTask):
             raise
         return True
 
-    def _report(self, ctx: Context, migration_id: str, p: TransferProgress) -> bool:
+    def _report(
+        self,
+        ctx: Context,
+        migration_id: str,
+        p: TransferProgress,
+        result: dict[str, Any] | None = None,
+    ) -> bool:
         """Progress into TaskFlow, the record and the events; returns the abort flag."""
         progress = progress_dict(p)
+        if result is not None:
+            progress["result"] = result
         self.update_progress(p.fraction)
         abort_requested = ctx.migrations.report_progress(migration_id, progress)
         ctx.events.emit(

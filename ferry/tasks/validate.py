@@ -36,8 +36,9 @@ class Validate(FerryTask):
     def execute(
         self, context: Context, migration_id: str, request: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        uuid = context.migrations.field(migration_id, "instance_uuid")
+        uuid, recorded_source = context.migrations.fields(migration_id, "instance_uuid", "source")
         instance = context.drivers.find_instance(uuid)
         validate_request(context, instance, MigrationRequest.from_dict(request))
-        context.migrations.update(migration_id, source=instance.host)
+        if instance.host != recorded_source:  # it moved since the request was accepted
+            context.migrations.update(migration_id, source=instance.host)
         return instance.to_dict(), instance.host
