@@ -360,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             workdir = args.workdir
             workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        for result, runner in configs:
-            for rep in range(args.repeat):
+        # interleaved rounds (a, b, c, d, a, b, ...): a slow patch of the machine hits every
+        # configuration alike instead of biasing the ratios
+        for rep in range(args.repeat):
+            for result, runner in configs:
                 with fresh_db(workdir, f"bench-{result.key}-{rep}", keep) as url:
                     (rate, cpu_ms), pragmas = runner(url, names, result.count)
                 result.rates.append(rate)
@@ -385,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     fewer = f" ({n_stock} for (b): the stock backend is slow)" if n_stock < n else ""
     print(
-        f"median of {args.repeat} run(s) of {n} migrations{fewer}, each after a one-migration "
+        f"median of {args.repeat} interleaved run(s) of {n} migrations{fewer}, each after a "
+        "one-migration "
         "warm-up on a fresh SQLite file; (d) counts flows. 'per s' and 'ms each' are wall "
         "clock; 'CPU ms' is this process's CPU time per migration (flow)"
     )
