@@ -4,6 +4,7 @@ it stays correct with many threads or processes on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -35,6 +36,71 @@ LS = cast(sa.Table, LeaseRow.__table__)
 
 StatusListener = Callable[[str, str, str | None], None]
 
+# Statements built once: building a statement costs more than running it on SQLite. UPDATEs carry
+# no values(): their SET clause comes from the parameter names, and SQLAlchemy caches the
+# compiled form for each set of names.
+_ID: sa.BindParameter[Any] = sa.bindparam("_id")
+UPDATE_M = M.update().where(M.c.id == _ID)
+SELECT_STATUS = sa.select(M.c.status, M.c.abort_requested).where(M.c.id == _ID)
+SELECT_ABORT = sa.select(M.c.abort_requested).where(M.c.id == _ID)
+INSERT_EV = EV.insert()
+DELETE_LOCK = LOCK.delete().where(
+    LOCK.c.instance_uuid == sa.bindparam("_uuid"), LOCK.c.migration_id == _ID
+)
+SELECT_REJECTED = sa.select(AT.c.host, AT.c.reason).where(
+    AT.c.migration_id == _ID, AT.c.outcome == "rejected"
+)
+
+
+_V: sa.BindParameter[Any] = sa.bindparam("_vcpus")
+_M_: sa.BindParameter[Any] = sa.bindparam("_memory_mb")
+_D: sa.BindParameter[Any] = sa.bindparam("_disk_gb")
+SELECT_CLAIM = sa.select(CL.c.host).where(CL.c.migration_id == _ID, CL.c.host == sa.bindparam("_h"))
+CLAIM_HOST = (
+    HS.update()
+    .where(
+        HS.c.name == sa.bindparam("_h"),
+        HS.c.vcpus - HS.c.vcpus_used - HS.c.claimed_vcpus >= _V,
+        HS.c.memory_mb - HS.c.memory_mb_used - HS.c.claimed_memory_mb >= _M_,
+        HS.c.disk_gb - HS.c.disk_gb_used - HS.c.claimed_disk_gb >= _D,
+    )
+    .values(
+        claimed_vcpus=HS.c.claimed_vcpus + _V,
+        claimed_memory_mb=HS.c.claimed_memory_mb + _M_,
+        claimed_disk_gb=HS.c.claimed_disk_gb + _D,
+    )
+)
+UNCLAIM_HOST = (
+    HS.update()
+    .where(HS.c.name == sa.bindparam("_h"))
+    .values(
+        claimed_vcpus=HS.c.claimed_vcpus - _V,
+        claimed_memory_mb=HS.c.claimed_memory_mb - _M_,
+        claimed_disk_gb=HS.c.claimed_disk_gb - _D,
+    )
+)
+INSERT_CLAIM = CL.insert()
+SELECT_CLAIMS = sa.select(CL).where(CL.c.migration_id == _ID)
+DELETE_CLAIM = CL.delete().where(CL.c.migration_id == _ID, CL.c.host == sa.bindparam("_h"))
+
+
+@functools.cache
+def _select_fields(names: tuple[str, ...]) -> sa.Select[Any]:
+    return sa.select(*(M.c[n] for n in names)).where(M.c.id == _ID)
+
+
+@functools.cache
+def _upsert_stmt(
+    dialect: str, table: sa.Table, keys: tuple[str, ...], cols: tuple[str, ...]
+) -> Any:
+    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    ins = dialect_insert(table)
+    if cols:
+        return ins.on_conflict_do_update(
+            index_elements=list(keys), set_={c: ins.excluded[c] for c in cols}
+        )
+    return ins.on_conflict_do_nothing(index_elements=list(keys))
+
 
 def _upsert(
     conn: Connection,
@@ -48,17 +114,9 @@ def _upsert(
     rows = values if isinstance(values, list) else [values]
     if not rows:
         return
-    keys = list(keys)
-    cols = list(update) if update is not None else [k for k in rows[0] if k not in keys]
-    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    ins = dialect_insert(table)
-    if cols:
-        ins = ins.on_conflict_do_update(
-            index_elements=keys, set_={c: ins.excluded[c] for c in cols}
-        )
-    else:
-        ins = ins.on_conflict_do_nothing(index_elements=keys)
-    conn.execute(ins, rows)
+    keys = tuple(keys)
+    cols = tuple(update) if update is not None else tuple(k for k in rows[0] if k not in keys)
+    conn.execute(_upsert_stmt(conn.dialect.name, table, keys, cols), rows)
 
 
 class MigrationRepository:
@@ -166,7 +224,7 @@ class MigrationRepository:
 
     def field(self, migration_id: str, name: str) -> Any:
         with self.db.connect() as conn:
-            return conn.execute(sa.select(M.c[name]).where(M.c.id == migration_id)).scalar()
+            return conn.execute(_select_fields((name,)), {"_id": migration_id}).scalar()
 
     @staticmethod
     def _to_model(row: Any, events: Any, attempts: Any) -> Migration:
@@ -197,9 +255,7 @@ class MigrationRepository:
     # ------------------------------------------------------------------ writes
     def fields(self, migration_id: str, *names: str) -> tuple[Any, ...]:
         with self.db.connect() as conn:
-            row = conn.execute(
-                sa.select(*(M.c[n] for n in names)).where(M.c.id == migration_id)
-            ).first()
+            row = conn.execute(_select_fields(names), {"_id": migration_id}).first()
         if row is None:
             raise MigrationNotFound(migration_id)
         return tuple(row)
@@ -223,49 +279,41 @@ class MigrationRepository:
         when ``unless_aborted`` and an abort was requested."""
         now = self.now()
         with self.db.connect() as conn:
-            row = conn.execute(
-                sa.select(M.c.status, M.c.abort_requested).where(M.c.id == migration_id)
-            ).first()
+            row = conn.execute(SELECT_STATUS, {"_id": migration_id}).first()
             if row is None:
                 raise MigrationNotFound(migration_id)
             if unless_aborted and row.abort_requested:
                 return None
             changed = row.status != status.value
-            values = dict(fields, status=status.value, updated_at=now)
-            conn.execute(M.update().where(M.c.id == migration_id).values(**values))
+            conn.execute(
+                UPDATE_M, {"_id": migration_id, **fields, "status": status.value, "updated_at": now}
+            )
             if changed:
                 conn.execute(
-                    EV.insert().values(
-                        migration_id=migration_id, status=status.value, detail=detail, at=now
-                    )
+                    INSERT_EV,
+                    {
+                        "migration_id": migration_id,
+                        "status": status.value,
+                        "detail": detail,
+                        "at": now,
+                    },
                 )
             if unlock is not None:
-                conn.execute(
-                    LOCK.delete().where(
-                        LOCK.c.instance_uuid == unlock, LOCK.c.migration_id == migration_id
-                    )
-                )
+                conn.execute(DELETE_LOCK, {"_id": migration_id, "_uuid": unlock})
         if changed:
             self._notify(migration_id, status.value, detail)
         return changed
 
     def update(self, migration_id: str, **fields: Any) -> None:
         with self.db.connect() as conn:
-            conn.execute(
-                M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields)
-            )
+            conn.execute(UPDATE_M, {"_id": migration_id, **fields, "updated_at": self.now()})
 
     def report_progress(self, migration_id: str, progress: dict[str, Any]) -> bool:
         """Store the transfer progress; returns whether an abort was requested (one round trip)."""
         with self.db.connect() as conn:
-            conn.execute(
-                M.update()
-                .where(M.c.id == migration_id)
-                .values(progress=progress, updated_at=self.now())
-            )
-            return bool(
-                conn.execute(sa.select(M.c.abort_requested).where(M.c.id == migration_id)).scalar()
-            )
+            params = {"_id": migration_id, "progress": progress, "updated_at": self.now()}
+            conn.execute(UPDATE_M, params)
+            return bool(conn.execute(SELECT_ABORT, {"_id": migration_id}).scalar())
 
     def add_leftover(self, migration_id: str, text: str) -> None:
         with self.db.connect() as conn:
@@ -283,9 +331,7 @@ class MigrationRepository:
         """Upsert the attempt on ``host`` (and update the record's ``fields`` in the same write)."""
         with self.db.connect() as conn:
             if fields:
-                conn.execute(
-                    M.update().where(M.c.id == migration_id).values(updated_at=self.now(), **fields)
-                )
+                conn.execute(UPDATE_M, {"_id": migration_id, **fields, "updated_at": self.now()})
             _upsert(
                 conn,
                 AT,
@@ -302,11 +348,7 @@ class MigrationRepository:
 
     def rejected_hosts(self, migration_id: str) -> dict[str, str]:
         with self.db.connect() as conn:
-            rows = conn.execute(
-                sa.select(AT.c.host, AT.c.reason).where(
-                    AT.c.migration_id == migration_id, AT.c.outcome == "rejected"
-                )
-            ).all()
+            rows = conn.execute(SELECT_REJECTED, {"_id": migration_id}).all()
         return {h: r or "" for h, r in rows}
 
     def request_abort(self, migration_id: str) -> None:
@@ -319,11 +361,7 @@ class MigrationRepository:
 
     def release_lock(self, instance_uuid: str, migration_id: str) -> None:
         with self.db.connect() as conn:
-            conn.execute(
-                LOCK.delete().where(
-                    LOCK.c.instance_uuid == instance_uuid, LOCK.c.migration_id == migration_id
-                )
-            )
+            conn.execute(DELETE_LOCK, {"_id": migration_id, "_uuid": instance_uuid})
 
     def lock_holder(self, instance_uuid: str) -> str | None:
         with self.db.connect() as conn:
@@ -399,39 +437,30 @@ class ClaimRepository:
     def claim(self, migration_id: str, host: str, instance: Instance) -> bool:
         """Hold the instance's resources on ``host``. True when held (also when already held by
         this migration); False when the host has no room after other claims."""
+        need = {
+            "vcpus": instance.vcpus,
+            "memory_mb": instance.memory_mb,
+            "disk_gb": instance.disk_gb,
+        }
         with self.db.connect() as conn:
-            held = conn.execute(
-                sa.select(CL.c.host).where(CL.c.migration_id == migration_id, CL.c.host == host)
-            ).first()
-            if held is not None:
+            if conn.execute(SELECT_CLAIM, {"_id": migration_id, "_h": host}).first() is not None:
                 return True
-            fits = conn.execute(
-                HS.update()
-                .where(
-                    HS.c.name == host,
-                    HS.c.vcpus - HS.c.vcpus_used - HS.c.claimed_vcpus >= instance.vcpus,
-                    HS.c.memory_mb - HS.c.memory_mb_used - HS.c.claimed_memory_mb
-                    >= instance.memory_mb,
-                    HS.c.disk_gb - HS.c.disk_gb_used - HS.c.claimed_disk_gb >= instance.disk_gb,
-                )
-                .values(
-                    claimed_vcpus=HS.c.claimed_vcpus + instance.vcpus,
-                    claimed_memory_mb=HS.c.claimed_memory_mb + instance.memory_mb,
-                    claimed_disk_gb=HS.c.claimed_disk_gb + instance.disk_gb,
-                )
-            )
-            if fits.rowcount != 1:
+            bound = {
+                "_vcpus": instance.vcpus,
+                "_memory_mb": instance.memory_mb,
+                "_disk_gb": instance.disk_gb,
+            }
+            if conn.execute(CLAIM_HOST, {"_h": host, **bound}).rowcount != 1:
                 return False
             conn.execute(
-                CL.insert().values(
-                    migration_id=migration_id,
-                    host=host,
-                    instance_uuid=instance.uuid,
-                    vcpus=instance.vcpus,
-                    memory_mb=instance.memory_mb,
-                    disk_gb=instance.disk_gb,
-                    created_at=self.now(),
-                )
+                INSERT_CLAIM,
+                {
+                    "migration_id": migration_id,
+                    "host": host,
+                    "instance_uuid": instance.uuid,
+                    **need,
+                    "created_at": self.now(),
+                },
             )
             return True
 
@@ -439,22 +468,19 @@ class ClaimRepository:
         """Give back the claims of ``migration_id`` (on ``host`` only, if given). Idempotent."""
         released = 0
         with self.db.connect() as conn:
-            q = sa.select(CL).where(CL.c.migration_id == migration_id)
-            if host is not None:
-                q = q.where(CL.c.host == host)
-            for c in conn.execute(q).mappings().all():
-                gone = conn.execute(
-                    CL.delete().where(CL.c.migration_id == migration_id, CL.c.host == c["host"])
-                )
+            for c in conn.execute(SELECT_CLAIMS, {"_id": migration_id}).mappings().all():
+                if host is not None and c["host"] != host:
+                    continue
+                gone = conn.execute(DELETE_CLAIM, {"_id": migration_id, "_h": c["host"]})
                 if gone.rowcount:
                     conn.execute(
-                        HS.update()
-                        .where(HS.c.name == c["host"])
-                        .values(
-                            claimed_vcpus=HS.c.claimed_vcpus - c["vcpus"],
-                            claimed_memory_mb=HS.c.claimed_memory_mb - c["memory_mb"],
-                            claimed_disk_gb=HS.c.claimed_disk_gb - c["disk_gb"],
-                        )
+                        UNCLAIM_HOST,
+                        {
+                            "_h": c["host"],
+                            "_vcpus": c["vcpus"],
+                            "_memory_mb": c["memory_mb"],
+                            "_disk_gb": c["disk_gb"],
+                        },
                     )
                     released += 1
         return released

@@ -68,6 +68,11 @@ class FerryBackend(impl_sqlalchemy.SQLAlchemyBackend):
             .values({c: sa.bindparam(c, type_=ad_t.c[c].type) for c in columns})
         )
         self.atom_columns = columns
+        fd_t = self.tables.flowdetails
+        self.update_flow_stmt = sql.update(fd_t).where(fd_t.c.uuid == sa.bindparam("_uuid"))
+        self.atoms_of_flow_stmt = sql.select(ad_t.c.uuid).where(
+            ad_t.c.parent_uuid == sa.bindparam("_uuid")
+        )
         self._written: dict[str, str] = {}
         self._written_lock = threading.Lock()
 
@@ -120,21 +125,17 @@ class FerryConnection(impl_sqlalchemy.Connection):
         return atom_detail
 
     def update_flow_details(self, flow_detail: Any) -> Any:
-        fd_t = self._tables.flowdetails
-        ad_t = self._tables.atomdetails
+        backend = self._backend
         values = flow_detail.to_dict()
         values.pop("uuid", None)
+        values["_uuid"] = flow_detail.uuid
         try:
             with self._engine.begin() as conn:
-                result = conn.execute(
-                    sql.update(fd_t).where(fd_t.c.uuid == flow_detail.uuid).values(**values)
-                )
+                result = conn.execute(backend.update_flow_stmt, values)
                 if result.rowcount == 0:
                     raise tf_exc.NotFound(f"No flow details found with uuid '{flow_detail.uuid}'")
                 known = set(
-                    conn.execute(
-                        sql.select(ad_t.c.uuid).where(ad_t.c.parent_uuid == flow_detail.uuid)
-                    ).scalars()
+                    conn.execute(backend.atoms_of_flow_stmt, {"_uuid": flow_detail.uuid}).scalars()
                 )
                 for ad in flow_detail:
                     if ad.uuid not in known:
