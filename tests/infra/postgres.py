@@ -52,16 +52,34 @@ def start(directory: str, port: int | None = None) -> str:
         shutil.chown(data, "postgres")
     run = dict(check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
     subprocess.run(
-        _as_server_user([str(binaries / "initdb"), "-D", str(data / "data"), "-A", "trust",
-                         "-U", USER, "--no-sync"]),
+        _as_server_user(
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(data / "data"),
+                "-A",
+                "trust",
+                "-U",
+                USER,
+                "--no-sync",
+            ]
+        ),
         **run,  # type: ignore[arg-type]
     )
     subprocess.run(
-        _as_server_user([
-            str(binaries / "pg_ctl"), "-D", str(data / "data"), "-w", "-l", str(data / "server.log"),
-            "-o", f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200",
-            "start",
-        ]),
+        _as_server_user(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(data / "data"),
+                "-w",
+                "-l",
+                str(data / "server.log"),
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200",
+                "start",
+            ]
+        ),
         **run,  # type: ignore[arg-type]
     )
     return f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
@@ -72,9 +90,21 @@ def stop(directory: str) -> None:
     if binaries is None:
         return
     subprocess.run(
-        _as_server_user([str(binaries / "pg_ctl"), "-D", str(Path(directory) / "data"), "-w",
-                         "-m", "immediate", "stop"]),
-        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+        _as_server_user(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(Path(directory) / "data"),
+                "-w",
+                "-m",
+                "immediate",
+                "stop",
+            ]
+        ),
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
     )
 
 

@@ -49,9 +49,19 @@ def test_full_runs(pg_url: str) -> None:
 def test_concurrent_claims_never_overcommit(pg_url: str) -> None:
     db = Database(pg_url)
     db.upgrade()
-    ClaimRepository(db).refresh_hosts([Host(name="h", driver="t", hypervisor_type="qemu",
-                                            hypervisor_version=1, vcpus=64, memory_mb=10 * 1024,
-                                            disk_gb=1000)])
+    ClaimRepository(db).refresh_hosts(
+        [
+            Host(
+                name="h",
+                driver="t",
+                hypervisor_type="qemu",
+                hypervisor_version=1,
+                vcpus=64,
+                memory_mb=10 * 1024,
+                disk_gb=1000,
+            )
+        ]
+    )
     inst = Instance("u", "vm", "src", memory_mb=1024, vcpus=1, disk_gb=1)
     barrier = threading.Barrier(20)
     results: list[bool] = []
