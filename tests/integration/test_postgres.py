@@ -4,15 +4,14 @@ crash and resume."""
 from __future__ import annotations
 
 import signal
-import threading
 
 import pytest
 
 from ferry import NoValidHost, Orchestrator
 from ferry.drivers.simulated import SimulatedDriver
-from ferry.model import Host, Instance
 from ferry.persistence.db import Database
-from ferry.persistence.repository import ClaimRepository, LeaseRepository
+from ferry.persistence.repository import LeaseRepository
+from tests.concurrency import assert_twenty_claims_for_room_of_ten, race
 from tests.conftest import fast_settings
 from tests.crash.test_crash import run
 from tests.flows.helpers import assert_nothing_held, assert_on
@@ -49,58 +48,18 @@ def test_full_runs(pg_url: str) -> None:
 def test_concurrent_claims_never_overcommit(pg_url: str) -> None:
     db = Database(pg_url)
     db.upgrade()
-    ClaimRepository(db).refresh_hosts(
-        [
-            Host(
-                name="h",
-                driver="t",
-                hypervisor_type="qemu",
-                hypervisor_version=1,
-                vcpus=64,
-                memory_mb=10 * 1024,
-                disk_gb=1000,
-            )
-        ]
-    )
-    inst = Instance("u", "vm", "src", memory_mb=1024, vcpus=1, disk_gb=1)
-    barrier = threading.Barrier(20)
-    results: list[bool] = []
-    lock = threading.Lock()
-
-    def go(i: int) -> None:
-        barrier.wait()
-        ok = ClaimRepository(db).claim(f"m{i}", "h", inst)
-        with lock:
-            results.append(ok)
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 10
-    assert ClaimRepository(db).claimed()["h"] == (10, 10 * 1024, 10)
+    assert_twenty_claims_for_room_of_ten(db)
     db.close()
 
 
 def test_one_lease_winner_under_contention(pg_url: str) -> None:
     db = Database(pg_url)
     db.upgrade()
-    barrier = threading.Barrier(10)
-    winners: list[str] = []
-    lock = threading.Lock()
-
-    def go(i: int) -> None:
-        barrier.wait()
-        if LeaseRepository(db).acquire("m1", f"runner-{i}", ttl=60):
-            with lock:
-                winners.append(f"runner-{i}")
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = race(
+        10,
+        lambda i: f"runner-{i}" if LeaseRepository(db).acquire("m1", f"runner-{i}", 60) else None,
+    )
+    winners = [w for w in won if w]
     assert len(winners) == 1
     assert LeaseRepository(db).get("m1")["owner"] == winners[0]  # type: ignore[index]
     db.close()

@@ -1,4 +1,3 @@
-import threading
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ from ferry.errors import ConfigError, MigrationInProgress
 from ferry.model import Host, Instance, MigrationStatus
 from ferry.persistence.db import Database, safe_url
 from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
+from tests.concurrency import assert_twenty_claims_for_room_of_ten
 
 
 @pytest.fixture
@@ -94,27 +94,7 @@ def _host(name: str, memory_mb: int = 10_240) -> Host:
 
 
 def test_concurrent_claims_never_overcommit(db: Database) -> None:
-    claims = ClaimRepository(db)
-    claims.refresh_hosts([_host("h", memory_mb=10 * 1024)])
-    inst = Instance("u", "vm", "src", memory_mb=1024, vcpus=1, disk_gb=1)
-    results: list[bool] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(20)
-
-    def go(i: int) -> None:
-        barrier.wait()
-        ok = ClaimRepository(db).claim(f"m{i}", "h", inst)
-        with lock:
-            results.append(ok)
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 10
-    assert claims.claimed()["h"] == (10, 10 * 1024, 10)
-    assert len(claims.list()) == 10
+    assert_twenty_claims_for_room_of_ten(db)
 
 
 def test_claim_is_idempotent_and_release_exact(db: Database) -> None:
