@@ -446,7 +446,7 @@ class Orchestrator:
         # A runner of this machine that died (SIGKILL, power cut of the process) cannot renew its
         # lease; do not make the operator wait for the expiry when its process is provably gone.
         lease = self.leases.get(migration_id)
-        if lease and _local_owner_dead(lease["owner"]):
+        if lease and runner_process_gone(lease["owner"]):
             LOG.warning(
                 "migration %s: taking over from dead runner %s", migration_id, lease["owner"]
             )
@@ -524,7 +524,7 @@ class Orchestrator:
         self.close()
 
 
-def _local_owner_dead(owner: str) -> bool:
+def runner_process_gone(owner: str) -> bool:
     """True when ``owner`` ("host:pid:token") names a process of this machine that is gone."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
