@@ -1,0 +1,81 @@
+"""The Flask application of ``ferry web``: GET routes only, everything read from the database.
+
+Pages: ``/`` (migrations) and ``/migrations/ID`` (one run: live graph, progress, hosts tried,
+timeline). JSON: ``/api/migrations``, ``/api/migrations/ID`` (the export of a run),
+``/api/migrations/ID/live`` (what the page refreshes). Graph files: ``/migrations/ID/graph.svg``
+(needs Graphviz), ``.dot``, ``.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, abort, jsonify, render_template
+
+from ferry import errors
+from ferry.viz import GraphvizMissing, export_run, run_graph
+from ferry.viz.output import graph_bytes
+from ferry.viz.run import RunStore, RunView
+from ferry.web.fragments import live_view, migration_row
+
+LIST_LIMIT = 200
+GRAPH_TYPES = {
+    "svg": "image/svg+xml",
+    "dot": "text/vnd.graphviz; charset=utf-8",
+    "json": "application/json",
+}
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+
+
+def create_app(store: RunStore, *, refresh_seconds: float = 1.0) -> Flask:
+    """The read-only web app over ``store``; pages refresh every ``refresh_seconds``."""
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    refresh_ms = max(100, int(refresh_seconds * 1000))
+
+    def load(migration_id: str) -> RunView:
+        try:
+            return store.load(migration_id)
+        except errors.MigrationNotFound:
+            abort(404, f"migration {migration_id} not found")
+
+    @app.after_request
+    def headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.get("/")
+    def index() -> str:
+        rows = [migration_row(m) for m in store.list(limit=LIST_LIMIT)]
+        return render_template("index.html", rows=rows, refresh_ms=refresh_ms)
+
+    @app.get("/api/migrations")
+    def api_list() -> Response:
+        return jsonify([migration_row(m) for m in store.list(limit=LIST_LIMIT)])
+
+    @app.get("/migrations/<migration_id>")
+    def migration(migration_id: str) -> str:
+        live = live_view(load(migration_id))
+        return render_template("migration.html", run=live, refresh_ms=refresh_ms)
+
+    @app.get("/api/migrations/<migration_id>/live")
+    def api_live(migration_id: str) -> Response:
+        return jsonify(live_view(load(migration_id)))
+
+    @app.get("/api/migrations/<migration_id>")
+    def api_export(migration_id: str) -> Response:
+        return jsonify(export_run(load(migration_id)))
+
+    @app.get("/migrations/<migration_id>/graph.<fmt>")
+    def graph_file(migration_id: str, fmt: str) -> Any:
+        if fmt not in GRAPH_TYPES:
+            abort(404)
+        try:
+            data = graph_bytes(run_graph(load(migration_id)), fmt)
+        except GraphvizMissing as exc:
+            abort(404, str(exc))
+        return Response(data, mimetype=GRAPH_TYPES[fmt])
+
+    return app
