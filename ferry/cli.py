@@ -4,6 +4,7 @@ migration completed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ class State:
         self.config = config
         self.verbose = verbose
         self._orch: Any = None
+        self._store: Any = None
 
     def orchestrator(self, database_url: str | None = None) -> Any:
         if self._orch is None:
@@ -48,6 +50,17 @@ class State:
 
             self._orch = Orchestrator(database_url or self.db, config=self.config)
         return self._orch
+
+    def store(self) -> Any:
+        """Read access to runs (ferry.viz.RunStore): the database only, no driver, no hypervisor."""
+        if self._store is None:
+            from ferry.config import load_settings
+            from ferry.persistence.db import default_database_url
+            from ferry.viz.run import RunStore
+
+            url = self.db or load_settings(self.config).database_url or default_database_url()
+            self._store = RunStore.open(url)
+        return self._store
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
@@ -491,16 +504,112 @@ def list_(state: State, status: str | None, limit: int | None, as_json: bool) ->
 
 @cli.command()
 @click.argument("migration_id")
+@click.option(
+    "--timeline", is_flag=True, help="A text timeline: one row per atom, execute and revert bars."
+)
+@click.option(
+    "--width", type=click.IntRange(10, 400), default=None, help="Timeline columns (default: fit)."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @guarded
-def show(state: State, migration_id: str, as_json: bool) -> None:
+def show(state: State, migration_id: str, timeline: bool, width: int | None, as_json: bool) -> None:
     """One migration: phases, hosts tried and why, status history, error."""
+    if timeline:
+        from ferry.viz import timeline_rows, timeline_text
+
+        view = state.store().load(migration_id)
+        if as_json:
+            emit_json([row.to_dict() for row in timeline_rows(view)])
+        else:
+            bars = width or max(20, min(80, console.width - 62))
+            console.print(timeline_text(view, bars), soft_wrap=True)
+        return
     m = state.orchestrator().get(migration_id)
     if as_json:
         emit_json(migration_json(m))
     else:
         print_migration(m)
+
+
+@cli.command()
+@click.argument("migration_id", required=False)
+@click.option("--flow", "flow_only", is_flag=True, help="The flow's shape, without a run.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Write FILE: .svg or .png (Graphviz), .dot or .json. Default: DOT on stdout.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dot", "json", "svg", "png"]),
+    default=None,
+    help="Output format (default: from the file name).",
+)
+@click.pass_obj
+@guarded
+def graph(
+    state: State, migration_id: str | None, flow_only: bool, output: str | None, fmt: str | None
+) -> None:
+    """The flow graph of a migration, every atom coloured by its persisted state (read from the
+    database only: works for running, finished and interrupted runs)."""
+    from ferry.viz import flow_graph, run_graph
+    from ferry.viz.output import format_for, graph_bytes, write_graph
+
+    if flow_only == (migration_id is not None):
+        raise errors.ConfigError("give a migration ID or --flow")
+    g = flow_graph() if flow_only else run_graph(state.store().load(str(migration_id)))
+    if output and output != "-":
+        written = write_graph(g, output, fmt)
+        click.echo(f"wrote {output} ({written})", err=True)
+    else:
+        click.echo(graph_bytes(g, format_for(None, fmt)), nl=False)  # bytes: binary stdout
+
+
+@cli.command()
+@click.argument("migration_id")
+@click.option("-o", "--output", metavar="FILE", help="Write FILE instead of stdout.")
+@click.pass_obj
+@guarded
+def export(state: State, migration_id: str, output: str | None) -> None:
+    """A run as JSON for other tools: record, atom states and timings, attempts, timeline, graph."""
+    from ferry.viz import export_run
+    from ferry.viz.export import dumps
+
+    text = dumps(export_run(state.store().load(migration_id)))
+    if output and output != "-":
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free."
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(0.2, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between page updates.",
+)
+@click.pass_obj
+@guarded
+def web(state: State, port: int, refresh: float) -> None:
+    """A read-only web page on 127.0.0.1: migrations, and each one's live graph and progress."""
+    from ferry.web import WebServer
+
+    try:
+        server = WebServer(state.store(), port, refresh_seconds=refresh)
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+    click.echo(f"ferry web: {server.url} (read-only; Ctrl-C stops it)", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
 
 
 @cli.command()
