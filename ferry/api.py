@@ -117,9 +117,9 @@ class Orchestrator:
 
     Build it from a config file (``Orchestrator(config="ferry.toml")``), from settings, or from
     arguments: a database URL and your own drivers (``drivers=[...]``), a clock, a callback for
-    events (``on_event``) and, for experiments, another TaskFlow persistence backend.
-    Without anything it uses
-    ``$FERRY_DB``/``$FERRY_CONFIG`` or an SQLite file and the simulated demo cluster.
+    events (``on_event``) and, for experiments, another TaskFlow persistence backend. Without
+    anything it uses ``$FERRY_DB``/``$FERRY_CONFIG`` or an SQLite file and the simulated demo
+    cluster.
     """
 
     def __init__(
