@@ -1,12 +1,11 @@
 """Injectable clocks: the orchestrator never calls ``time.sleep`` directly.
 
-Tests inject :class:`ManualClock` (sleeping advances time at once); the simulated cluster brings
-its own clock (see :mod:`ferry.drivers.simulated`), whose time may run faster than the wall clock.
+The simulated cluster brings its own clock (see :mod:`ferry.drivers.simulated`): its time may
+run faster than the wall clock, or only when somebody waits (``speed = 0``, what the tests use).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Protocol, runtime_checkable
 
@@ -29,22 +28,3 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
-
-
-class ManualClock:
-    """Time that moves only when somebody sleeps or calls :meth:`advance`."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(max(0.0, seconds))
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds

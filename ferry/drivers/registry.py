@@ -65,9 +65,6 @@ class DriverRegistry:
             out.extend(d.list_instances())
         return sorted(out, key=lambda i: (i.host or "", i.name))
 
-    def driver_of_instance(self, instance: Instance) -> Driver:
-        return self.driver_for(instance.host)
-
     def close(self) -> None:
         for d in self.drivers:
             try:

@@ -17,7 +17,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from ferry.errors import ConfigError
 
@@ -103,17 +102,10 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
 
     # ------------------------------------------------------------------ sessions
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
-        with self._sessions.begin() as session:
-            yield session
-
     @contextlib.contextmanager
     def connect(self) -> Iterator[Connection]:
         """A Core connection in one transaction."""

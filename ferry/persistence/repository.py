@@ -363,12 +363,6 @@ class MigrationRepository:
         with self.db.connect() as conn:
             conn.execute(DELETE_LOCK, {"_id": migration_id, "_uuid": instance_uuid})
 
-    def lock_holder(self, instance_uuid: str) -> str | None:
-        with self.db.connect() as conn:
-            return conn.execute(
-                sa.select(LOCK.c.migration_id).where(LOCK.c.instance_uuid == instance_uuid)
-            ).scalar()
-
     def locks(self) -> dict[str, str]:
         with self.db.connect() as conn:
             return {

@@ -9,7 +9,7 @@ from typing import Any
 from taskflow import task
 from taskflow.types import failure as tf_failure
 
-from ferry.context import Context, Event
+from ferry.context import Context
 from ferry.errors import FerryError, MigrationCancelled, MigrationPreCheckError
 from ferry.model import Instance, MigrateData
 
@@ -21,9 +21,6 @@ class FerryTask(task.Task):
 
     def __init__(self, name: str, provides: Any = None, **kwargs: Any) -> None:
         super().__init__(name=name, provides=provides, **kwargs)
-
-    def emit(self, ctx: Context, kind: str, migration_id: str, **data: Any) -> None:
-        ctx.events.emit(Event(kind=kind, migration_id=migration_id, phase=self.name, data=data))
 
 
 def is_failure(result: Any) -> bool:
