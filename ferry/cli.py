@@ -92,13 +92,7 @@ def emit_json(data: Any) -> None:
 
 def migration_json(m: Migration) -> dict[str, Any]:
     return {
-        "id": m.id,
-        "status": m.status,
-        "instance": m.instance_name or m.instance,
-        "instance_uuid": m.instance,
-        "source": m.source,
-        "destination": m.destination,
-        "requested_destination": m.requested_destination,
+        **m.headline(),
         "block_migration": m.block_migration,
         "attempts": [
             {"host": a.host, "outcome": a.outcome, "reason": a.reason} for a in m.attempts
@@ -109,10 +103,6 @@ def migration_json(m: Migration) -> dict[str, Any]:
         ],
         "history": [{"status": h.status, "at": h.at, "detail": h.detail} for h in m.history],
         "progress": m.progress,
-        "error": m.error,
-        "leftovers": m.leftovers,
-        "created_at": m.created_at,
-        "updated_at": m.updated_at,
     }
 
 

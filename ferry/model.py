@@ -231,6 +231,22 @@ class Migration(_Record):
     def done(self) -> bool:
         return self.status_enum.terminal
 
+    def headline(self) -> dict[str, Any]:
+        """The fields every view of a migration starts with (CLI ``--json``, graph, web)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "instance": self.instance_name or self.instance,
+            "instance_uuid": self.instance,
+            "source": self.source,
+            "destination": self.destination,
+            "requested_destination": self.requested_destination,
+            "error": self.error,
+            "leftovers": list(self.leftovers),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Migration:
         obj = super().from_dict(data)

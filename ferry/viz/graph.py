@@ -120,18 +120,8 @@ def summary(view: RunView) -> dict[str, Any]:
     """The record's fields a picture or another tool needs first."""
     m = view.record
     return {
-        "id": m.id,
-        "status": m.status,
-        "instance": m.instance_name or m.instance,
-        "instance_uuid": m.instance,
-        "source": m.source,
-        "destination": m.destination,
-        "requested_destination": m.requested_destination,
+        **m.headline(),
         "percent": (m.progress or {}).get("percent"),
-        "error": m.error,
-        "leftovers": list(m.leftovers),
-        "created_at": m.created_at,
-        "updated_at": m.updated_at,
         "runner": view.runner.state,
     }
 
