@@ -125,6 +125,7 @@ def test_success_with_reschedule_and_event_order(orch: Orchestrator, sim: Simula
         "post-at-destination",
         "complete",
     ]
+    assert [e.phase for e in events if e.kind == "phase_failed"] == ["check-destination"]
     reverted = [e.phase for e in events if e.kind == "phase_reverted"]
     assert reverted == ["check-destination", "check-hypervisor", "claim-destination", "schedule"]
     progress = [e.data["percent"] for e in events if e.kind == "progress"]

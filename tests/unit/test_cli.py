@@ -96,6 +96,21 @@ def test_bad_database_url_and_bad_toml(env: dict[str, str], tmp_path: Path) -> N
     assert rc == 2 and "not valid TOML" in err and err.count("\n") == 1
 
 
+def test_database_url_from_the_config_file(tmp_path: Path) -> None:
+    db_file = tmp_path / "from-config.db"
+    cfg = tmp_path / "ferry.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{db_file}"\n[simulated]\nspeed = 0\n')
+    rc, out, _ = ferry(
+        {"FERRY_CONFIG": str(cfg)}, "migrate", "web-1", "--to", "compute-3", "--json"
+    )
+    assert rc == 0 and json.loads(out)["status"] == "completed"
+    assert db_file.exists()
+    # --db wins over the file
+    other = tmp_path / "flag.db"
+    rc, out, _ = ferry({"FERRY_CONFIG": str(cfg)}, "--db", f"sqlite:///{other}", "list", "--json")
+    assert rc == 0 and json.loads(out) == [] and other.exists()
+
+
 def test_failed_migration_exits_non_zero(env: dict[str, str]) -> None:
     rc, out, err = ferry(env, "migrate", "web-1", "--to", "compute-2", "--json")
     assert rc == 1
