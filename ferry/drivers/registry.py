@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from ferry.config import Settings
+from ferry.config import HostConfig, Settings
 from ferry.drivers.base import Driver
 from ferry.errors import ConfigError, HostNotFound, InstanceNotFound
 from ferry.model import Host, Instance
@@ -78,11 +78,11 @@ class DriverRegistry:
         hosts are configured; real drivers import their extras only here."""
         drivers: list[Driver] = []
         real = [h for h in settings.hosts if h.driver != "simulated"]
+        by_driver: dict[str, list[HostConfig]] = {}
         for h in real:
-            raise ConfigError(
-                f"host {h.name!r}: the {h.driver} driver is not part of this ferry release yet; "
-                "use the simulated cluster (no [[hosts]]) for now"
-            )
+            by_driver.setdefault(h.driver, []).append(h)
+        for name, configs in sorted(by_driver.items()):
+            drivers.append(_real_driver(name, configs))
         if not real or any(h.driver == "simulated" for h in settings.hosts):
             from ferry.drivers.simulated import SimulatedDriver
 
@@ -92,3 +92,15 @@ class DriverRegistry:
                 )
             )
         return cls(drivers)
+
+
+def _real_driver(name: str, configs: list[HostConfig]) -> Driver:
+    """The driver serving ``configs`` (all of one kind); its library is imported only now and a
+    missing one is a ConfigError naming the extra to install."""
+    if name == "libvirt":
+        from ferry.drivers.libvirt import LibvirtDriver
+
+        return LibvirtDriver.from_host_configs(configs)
+    raise ConfigError(
+        f"host {configs[0].name!r}: the {name} driver is not part of this ferry release yet"
+    )
