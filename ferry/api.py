@@ -376,6 +376,20 @@ class Orchestrator:
                 self._run(migration_id)
         return self.get(migration_id)
 
+    def force_complete(self, migration_id: str) -> Migration:
+        """Ask the transfer in flight to finish now: post-copy when the migration's policy
+        permits it, else the guest is paused for the rest (Nova's
+        ``live_migration_force_complete``).
+
+        Works from any process: the runner's monitor acts within one poll. Raises
+        :class:`~ferry.errors.InvalidMigrationState` unless the migration is transferring.
+        """
+        record = self.migrations.get(migration_id)
+        if record.status not in (MigrationStatus.RUNNING, MigrationStatus.PREPARING):
+            raise errors.InvalidMigrationState(migration_id, record.status, "force-complete")
+        self.migrations.request_force_complete(migration_id)
+        return self.get(migration_id)
+
     # ------------------------------------------------------------------ runner
     def _background(self, migration_id: str) -> MigrationHandle:
         future = self._pool.submit(self._run, migration_id)

@@ -637,6 +637,21 @@ def abort(state: State, migration_id: str, as_json: bool) -> None:
         click.echo(f"migration {m.id}: {msg}")
 
 
+@cli.command(name="force-complete")
+@click.argument("migration_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@guarded
+def force_complete(state: State, migration_id: str, as_json: bool) -> None:
+    """Make a running transfer finish now: post-copy when the migration's policy permits it
+    (live_migration_permit_post_copy), else the guest is paused for the rest of the copy."""
+    m = state.orchestrator().force_complete(migration_id)
+    if as_json:
+        emit_json(migration_json(m))
+    else:
+        click.echo(f"migration {m.id}: force-complete requested (now {m.status})")
+
+
 def main() -> None:
     cli(prog_name="ferry")
 

@@ -132,6 +132,16 @@ class AbortTooLate(FerryError):
         )
 
 
+class InvalidMigrationState(FerryError):
+    """An action that the migration's status does not allow (e.g. force-complete of a finished
+    or queued migration)."""
+
+    def __init__(self, migration_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action} migration {migration_id}: it is {status}", migration_id, status
+        )
+
+
 class LeaseLost(FerryError):
     """This runner lost its lease (another runner took the migration over)."""
 

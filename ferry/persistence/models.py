@@ -31,6 +31,9 @@ class MigrationRow(Base):
     leftovers: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     request: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     abort_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    force_complete_requested: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
     created_at: Mapped[float] = mapped_column(sa.Float)
     updated_at: Mapped[float] = mapped_column(sa.Float)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,6 +34,14 @@ HS = cast(sa.Table, HostStateRow.__table__)
 CL = cast(sa.Table, ClaimRow.__table__)
 LS = cast(sa.Table, LeaseRow.__table__)
 
+
+class Requests(NamedTuple):
+    """What users asked of a running migration (read by the transfer monitor at every poll)."""
+
+    abort: bool
+    force_complete: bool
+
+
 StatusListener = Callable[[str, str, str | None], None]
 
 # Statements built once: building a statement costs more than running it on SQLite. UPDATEs carry
@@ -42,7 +50,7 @@ StatusListener = Callable[[str, str, str | None], None]
 _ID: sa.BindParameter[Any] = sa.bindparam("_id")
 UPDATE_M = M.update().where(M.c.id == _ID)
 SELECT_STATUS = sa.select(M.c.status, M.c.abort_requested).where(M.c.id == _ID)
-SELECT_ABORT = sa.select(M.c.abort_requested).where(M.c.id == _ID)
+SELECT_REQUESTS = sa.select(M.c.abort_requested, M.c.force_complete_requested).where(M.c.id == _ID)
 INSERT_EV = EV.insert()
 DELETE_LOCK = LOCK.delete().where(
     LOCK.c.instance_uuid == sa.bindparam("_uuid"), LOCK.c.migration_id == _ID
@@ -308,12 +316,16 @@ class MigrationRepository:
         with self.db.connect() as conn:
             conn.execute(UPDATE_M, {"_id": migration_id, **fields, "updated_at": self.now()})
 
-    def report_progress(self, migration_id: str, progress: dict[str, Any]) -> bool:
-        """Store the transfer progress; returns whether an abort was requested (one round trip)."""
+    def report_progress(self, migration_id: str, progress: dict[str, Any]) -> Requests:
+        """Store the transfer progress; returns what users asked of the run meanwhile (abort,
+        force-complete) in the same round trip."""
         with self.db.connect() as conn:
             params = {"_id": migration_id, "progress": progress, "updated_at": self.now()}
             conn.execute(UPDATE_M, params)
-            return bool(conn.execute(SELECT_ABORT, {"_id": migration_id}).scalar())
+            row = conn.execute(SELECT_REQUESTS, {"_id": migration_id}).first()
+        if row is None:
+            return Requests(False, False)
+        return Requests(bool(row[0]), bool(row[1]))
 
     def add_leftover(self, migration_id: str, text: str) -> None:
         with self.db.connect() as conn:
@@ -350,6 +362,14 @@ class MigrationRepository:
         with self.db.connect() as conn:
             rows = conn.execute(SELECT_REJECTED, {"_id": migration_id}).all()
         return {h: r or "" for h, r in rows}
+
+    def request_force_complete(self, migration_id: str) -> None:
+        with self.db.connect() as conn:
+            res = conn.execute(
+                M.update().where(M.c.id == migration_id).values(force_complete_requested=True)
+            )
+            if res.rowcount == 0:
+                raise MigrationNotFound(migration_id)
 
     def request_abort(self, migration_id: str) -> None:
         with self.db.connect() as conn:

@@ -13,6 +13,7 @@ from ferry.config import MigrationSettings
 from ferry.context import Context, Event
 from ferry.drivers.base import Driver, TransferPolicy
 from ferry.model import Instance, MigrateData, MigrationStatus, TransferProgress
+from ferry.persistence.repository import Requests
 from ferry.policy import completion_timeout, data_gb, downtime_steps
 from ferry.tasks.base import LOG, FerryTask, instance_of, migrate_data_of, safe_revert
 
@@ -120,10 +121,11 @@ class Transfer(FerryTask):
         timeout = completion_timeout(policy, gb)
         applied = 0
         lever: str | None = None
+        refused = False
         while True:
             p = driver.transfer_progress(inst, data)
             result = self._result(p, lever, applied) if p.state == "completed" else None
-            abort_requested = self._report(ctx, migration_id, p, result)
+            requests = self._report(ctx, migration_id, p, result)
             if result is not None:
                 return result
             if p.state == "cancelled":
@@ -136,10 +138,22 @@ class Transfer(FerryTask):
                 raise errors.TransferFailed(
                     data.source, "the transfer disappeared from the hypervisor"
                 )
-            if abort_requested:
+            if requests.abort:
                 if self._abort(driver, inst, data):
                     raise errors.MigrationCancelled(migration_id, "during the transfer")
                 continue  # switched over meanwhile: too late to abort, finish instead
+            if requests.force_complete and lever is None and not refused:
+                try:
+                    lever = driver.force_complete(inst, data)
+                except errors.DriverError as exc:
+                    # the transfer goes on under its policy; the user sees why in the log
+                    refused = True
+                    LOG.warning("migration %s: cannot force completion: %s", migration_id, exc)
+                else:
+                    LOG.warning(
+                        "migration %s: forced to complete on request, by %s", migration_id, lever
+                    )
+                continue
             due = applied
             while due + 1 < len(steps) and steps[due + 1][0] <= p.elapsed_s:
                 due += 1
@@ -180,17 +194,17 @@ class Transfer(FerryTask):
         migration_id: str,
         p: TransferProgress,
         result: dict[str, Any] | None = None,
-    ) -> bool:
-        """Progress into TaskFlow, the record and the events; returns the abort flag."""
+    ) -> Requests:
+        """Progress into TaskFlow, the record and the events; returns the users' requests."""
         progress = progress_dict(p)
         if result is not None:
             progress["result"] = result
         self.update_progress(p.fraction)
-        abort_requested = ctx.migrations.report_progress(migration_id, progress)
+        requests = ctx.migrations.report_progress(migration_id, progress)
         ctx.events.emit(
             Event(kind="progress", migration_id=migration_id, phase=self.name, data=progress)
         )
-        return abort_requested
+        return requests
 
     @staticmethod
     def _result(p: TransferProgress, lever: str | None, steps_applied: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ferry import (
     HostNotFound,
     InstanceInvalidState,
     InstanceNotFound,
+    InvalidMigrationState,
     MigrationCancelled,
     MigrationFailed,
     MigrationInProgress,
@@ -316,6 +317,31 @@ def test_never_converging_host_fault(orch: Orchestrator, sim: SimulatedDriver) -
         orch.live_migrate("web-1", "compute-3", overrides={"live_migration_completion_timeout": 10})
     assert_on(sim, "web-1", "compute-1")
     assert_nothing_held(orch, sim)
+
+
+def test_force_complete_on_request(orch: Orchestrator, sim: SimulatedDriver) -> None:
+    """`ferry force-complete` from another process: the monitor pauses the guest (post-copy is
+    not permitted by default) and the transfer that would never converge completes."""
+    sim.inject_fault("compute-3", "never_converge")
+    asked: list[str] = []
+
+    def on_event(e: Event) -> None:
+        if e.kind == "progress" and e.data["elapsed_s"] > 20 and not asked:
+            asked.append(orch.force_complete(e.migration_id).status)
+
+    orch.subscribe(on_event)
+    m = orch.live_migrate("web-1", "compute-3")
+    assert asked == ["running"]
+    assert m.status == "completed"
+    assert m.progress["result"]["lever"] == "pause"
+    assert_on(sim, "web-1", "compute-3")
+    assert_nothing_held(orch, sim)
+
+
+def test_force_complete_of_a_finished_migration_is_refused(orch: Orchestrator) -> None:
+    m = orch.live_migrate("web-1")
+    with pytest.raises(InvalidMigrationState, match="it is completed"):
+        orch.force_complete(m.id)
 
 
 # --------------------------------------------------------------- after the switchover

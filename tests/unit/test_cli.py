@@ -63,6 +63,8 @@ def test_hosts_instances_migrate_list_show(env: dict[str, str]) -> None:
     assert shown["status"] == "completed" and shown["source"] == "compute-1"
     code, out, _ = ferry(env, "show", mid)
     assert code == 0 and "post-at-destination" in out
+    code, _, err = ferry(env, "force-complete", mid)
+    assert code == 1 and f"cannot force-complete migration {mid}: it is completed" in err
 
 
 @pytest.mark.parametrize(
