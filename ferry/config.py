@@ -11,7 +11,7 @@ The file shape (every section optional)::
     live_migration_downtime_delay = 75       # s per GiB of RAM between steps
     live_migration_completion_timeout = 800  # s per GiB of RAM; 0 = never
     live_migration_timeout_action = "abort"  # or "force_complete"
-    live_migration_permit_post_copy = false
+    live_migration_permit_post_copy = true   # ferry's default; Nova's is false (see README)
     live_migration_permit_auto_converge = false
     live_migration_bandwidth = 0             # MiB/s, 0 = unlimited
     [simulated]
@@ -43,7 +43,11 @@ TIMEOUT_ACTIONS = ("abort", "force_complete")
 
 @dataclass(frozen=True)
 class MigrationSettings:
-    """Per-migration policy. Names follow Nova's ``[libvirt]`` options."""
+    """Per-migration policy. Names and defaults follow Nova's ``[libvirt]`` options, except
+    ``live_migration_permit_post_copy``: true here, so a transfer that stops converging switches
+    to post-copy (after the second pass, each pass must shrink what is left by 10 %)
+    instead of running into the completion timeout. Post-copy's price: if the network fails
+    during that phase the guest is lost on both sides; set it false to never take that risk."""
 
     max_attempts: int = 0
     live_migration_downtime: int = 500
@@ -51,7 +55,7 @@ class MigrationSettings:
     live_migration_downtime_delay: int = 75
     live_migration_completion_timeout: int = 800
     live_migration_timeout_action: str = "abort"
-    live_migration_permit_post_copy: bool = False
+    live_migration_permit_post_copy: bool = True
     live_migration_permit_auto_converge: bool = False
     live_migration_bandwidth: int = 0
     poll_interval: float = 0.5

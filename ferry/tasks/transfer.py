@@ -37,6 +37,27 @@ def progress_dict(p: TransferProgress) -> dict[str, Any]:
     }
 
 
+class StuckDetector:
+    """Is a pre-copy transfer converging? The rule for switching to post-copy: after the
+    first full pass, each memory iteration must shrink what is left to copy by at least 10 %.
+    Measured on the memory remaining when each iteration is first seen."""
+
+    def __init__(self, min_progress: float = 0.10) -> None:
+        self.min_progress = min_progress
+        self._starts: dict[int, float] = {}
+
+    def update(self, p: TransferProgress) -> bool:
+        """Feed one progress sample; True when the transfer does not converge."""
+        if p.state != "running" or p.iteration < 1 or p.iteration in self._starts:
+            return False
+        earlier = [i for i in self._starts if i < p.iteration]
+        self._starts[p.iteration] = p.memory_remaining_mb
+        if p.iteration < 3 or not earlier:
+            return False  # pass 1 copies everything once; pass 2 sets the baseline
+        before = self._starts[max(earlier)]
+        return before > 0 and p.memory_remaining_mb > before * (1.0 - self.min_progress)
+
+
 class Transfer(FerryTask):
     """Move the running guest: start the transfer on the source and monitor it until the
     switchover. Re-run after a crash, it first reconciles with the driver: transfer already done
@@ -122,6 +143,7 @@ class Transfer(FerryTask):
         applied = 0
         lever: str | None = None
         refused = False
+        stuck = StuckDetector()
         while True:
             p = driver.transfer_progress(inst, data)
             result = self._result(p, lever, applied) if p.state == "completed" else None
@@ -142,6 +164,27 @@ class Transfer(FerryTask):
                 if self._abort(driver, inst, data):
                     raise errors.MigrationCancelled(migration_id, "during the transfer")
                 continue  # switched over meanwhile: too late to abort, finish instead
+            if (
+                policy.live_migration_permit_post_copy
+                and lever is None
+                and not refused
+                and stuck.update(p)
+            ):
+                try:
+                    lever = driver.force_complete(inst, data)
+                except errors.DriverError as exc:
+                    refused = True
+                    LOG.warning("migration %s: cannot switch to post-copy: %s", migration_id, exc)
+                else:
+                    LOG.warning(
+                        "migration %s: not converging (iteration %d, %.0f MiB left): "
+                        "switched to %s",
+                        migration_id,
+                        p.iteration,
+                        p.memory_remaining_mb,
+                        lever,
+                    )
+                continue
             if requests.force_complete and lever is None and not refused:
                 try:
                     lever = driver.force_complete(inst, data)

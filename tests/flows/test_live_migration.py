@@ -263,6 +263,8 @@ POLICY_CLUSTER = str(Path(__file__).with_name("policy_cluster.toml"))
 
 
 def policy_orch(db_url: str, **migration: object) -> tuple[Orchestrator, SimulatedDriver]:
+    """The policy cluster; pre-copy only (no automatic post-copy) unless a test says so."""
+    migration.setdefault("live_migration_permit_post_copy", False)
     settings = fast_settings(**migration)
     settings = dataclasses.replace(
         settings, simulated=dataclasses.replace(settings.simulated, cluster=POLICY_CLUSTER)
@@ -314,7 +316,14 @@ def test_completion_timeout_force_complete(db_url: str) -> None:
 def test_never_converging_host_fault(orch: Orchestrator, sim: SimulatedDriver) -> None:
     sim.inject_fault("compute-3", "never_converge")
     with pytest.raises(MigrationFailed, match="completion timeout"):
-        orch.live_migrate("web-1", "compute-3", overrides={"live_migration_completion_timeout": 10})
+        orch.live_migrate(
+            "web-1",
+            "compute-3",
+            overrides={
+                "live_migration_completion_timeout": 10,
+                "live_migration_permit_post_copy": False,
+            },
+        )
     assert_on(sim, "web-1", "compute-1")
     assert_nothing_held(orch, sim)
 
@@ -330,10 +339,33 @@ def test_force_complete_on_request(orch: Orchestrator, sim: SimulatedDriver) -> 
             asked.append(orch.force_complete(e.migration_id).status)
 
     orch.subscribe(on_event)
-    m = orch.live_migrate("web-1", "compute-3")
+    m = orch.live_migrate(
+        "web-1", "compute-3", overrides={"live_migration_permit_post_copy": False}
+    )
     assert asked == ["running"]
     assert m.status == "completed"
     assert m.progress["result"]["lever"] == "pause"
+    assert_on(sim, "web-1", "compute-3")
+    assert_nothing_held(orch, sim)
+
+
+def test_default_policy_switches_a_stuck_transfer_to_post_copy(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
+    """ferry permits post-copy by default: once a pass no longer shrinks what is left by 10 %,
+    the monitor switches to post-copy instead of waiting for the completion timeout."""
+    sim.inject_fault("compute-3", "never_converge")
+    samples: list[tuple[int, float]] = []
+    orch.subscribe(
+        lambda e: samples.append((e.data["iteration"], e.data["elapsed_s"]))
+        if e.kind == "progress" and e.data["state"] == "running"
+        else None
+    )
+    m = orch.live_migrate("web-1", "compute-3")
+    assert m.status == "completed"
+    assert m.progress["result"]["lever"] == "post-copy"
+    assert max(i for i, _ in samples) == 3  # switched as pass 3 began
+    assert m.progress["result"]["elapsed_s"] < 100  # the completion timeout is 6400 s
     assert_on(sim, "web-1", "compute-3")
     assert_nothing_held(orch, sim)
 
