@@ -165,6 +165,8 @@ class TransferProgress(_Record):
     downtime_ms: int = 0
     elapsed_s: float = 0.0
     error: str | None = None
+    #: guest CPU throttle applied by auto-converge (percent; 0 = none)
+    throttle_percent: int = 0
 
     @property
     def fraction(self) -> float:

@@ -31,6 +31,7 @@ def progress_dict(p: TransferProgress) -> dict[str, Any]:
         "dirty_rate_mbps": round(p.dirty_rate_mbps, 1),
         "iteration": p.iteration,
         "downtime_ms": p.downtime_ms,
+        "throttle_percent": p.throttle_percent,
         "elapsed_s": round(p.elapsed_s, 2),
         "eta_s": round(eta, 1) if eta is not None else None,
         "transfer_started": True,
@@ -143,10 +144,17 @@ class Transfer(FerryTask):
         applied = 0
         lever: str | None = None
         refused = False
+        throttled = False
         stuck = StuckDetector()
         while True:
             p = driver.transfer_progress(inst, data)
-            result = self._result(p, lever, applied) if p.state == "completed" else None
+            throttled = throttled or p.throttle_percent > 0
+            if p.state == "completed":
+                if lever is None and throttled:
+                    lever = "auto-converge"
+                result: dict[str, Any] | None = self._result(p, lever, applied)
+            else:
+                result = None
             requests = self._report(ctx, migration_id, p, result)
             if result is not None:
                 return result

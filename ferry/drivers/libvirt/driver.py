@@ -330,7 +330,8 @@ class LibvirtDriver(Driver):
             return False
         xml = (
             f"<volume type='dir'><name>{instance_uuid}</name><capacity>0</capacity>"
-            "<target><permissions><mode>0755</mode></permissions></target></volume>"
+            "<target><format type='dir'/><permissions><mode>0755</mode></permissions></target>"
+            "</volume>"
         )
         try:
             pool.createXML(xml, 0)
@@ -593,16 +594,17 @@ class LibvirtDriver(Driver):
             )
         if self._domain(destination, instance.uuid) is not None:
             raise reject(f"a domain with the UUID of {instance.name} is already defined there")
+        # what is left after the reserve and the guests' allocations, and what the hypervisor
+        # really has free (other processes use memory too): the smaller counts
         free = dest.free_memory_mb
         real_free = int(
             self._call(destination, "read free memory", lambda c: c.getFreeMemory()) // MIB
-        ) - (self.specs[destination].reserved_host_memory_mb)
-        free = min(free, real_free)
-        if free < desc.memory_mb:
+        )
+        if min(free, real_free) < desc.memory_mb:
             raise reject(
-                f"not enough free memory: {max(free, 0)} MiB free "
+                f"not enough free memory: {max(free, 0)} MiB unallocated "
                 f"(reserved {self.specs[destination].reserved_host_memory_mb} MiB), "
-                f"{instance.name} needs {desc.memory_mb} MiB"
+                f"{real_free} MiB free on the host; {instance.name} needs {desc.memory_mb} MiB"
             )
         self._check_cpu(destination, desc, reject)
         missing = self._missing_networks(destination, desc)
@@ -616,8 +618,6 @@ class LibvirtDriver(Driver):
             driver_data["numa_pinning"] = pinning.to_driver_data()
         shared = self._shared_storage(instance.uuid, source, destination)
         block = (not shared) if block_migration is None else bool(block_migration)
-        if block and not desc.local_disks and block_migration is None:
-            block = False  # nothing to copy: a block migration would only add flags
         driver_data["instances_path"] = self.specs[destination].instances_path
         # names this attempt's transfer (a later attempt of the same move is another transfer)
         driver_data["transfer_id"] = uuidlib.uuid4().hex
@@ -781,6 +781,8 @@ class LibvirtDriver(Driver):
                 f"{data.destination}: use block migration",
                 "check_source",
             )
+        if desc.local_disks:
+            data = data.with_driver_data(has_local_disks=True)
         if data.block_migration and desc.local_disks:
             data = data.with_driver_data(
                 migrate_disks=[d.target for d in desc.local_disks],
@@ -806,18 +808,30 @@ class LibvirtDriver(Driver):
         if missing:
             raise DriverError(data.destination, "pre_live_migration", "; ".join(missing))
         if not data.shared_storage:
-            self._make_instance_dir(data.destination, instance.uuid)
+            for name in self._instance_dirs(instance.uuid, data):
+                self._make_instance_dir(data.destination, name)
             for disk in data.driver_data.get("disks", []):
-                self._precreate_disk(data.destination, instance.uuid, disk)
+                self._precreate_disk(data.destination, disk)
         return data
 
-    def _precreate_disk(self, host: str, instance_uuid: str, disk: dict[str, Any]) -> None:
+    def _instance_dirs(self, instance_uuid: str, data: MigrateData) -> list[str]:
+        """The directories (names in ``instances_path``) this instance has on a host: its own
+        (named by UUID) and those holding its local disks."""
+        names = {instance_uuid}
+        root = self.specs[data.destination].instances_path + "/"
+        for disk in data.driver_data.get("disks", []):
+            rel = str(disk["source"])[len(root) :] if str(disk["source"]).startswith(root) else ""
+            if rel.count("/") == 1:
+                names.add(rel.split("/", 1)[0])
+        return sorted(names)
+
+    def _precreate_disk(self, host: str, disk: dict[str, Any]) -> None:
         """An empty image of the source disk's size at the same path (QEMU's drive mirror
-        writes into it). Only disks inside the instance directory are created here."""
+        writes into it). Only disks in a directory of ``instances_path`` are created here."""
         lv = libvirt_module()
-        directory = self._instance_dir(host, instance_uuid)
         source = str(disk["source"])
-        if not source.startswith(directory + "/") or "/" in source[len(directory) + 1 :]:
+        directory = source.rsplit("/", 1)[0]
+        if directory.rsplit("/", 1)[0] != self.specs[host].instances_path:
             return
         pool = self._pool(host, directory)
         name = source.rsplit("/", 1)[1]
@@ -862,7 +876,8 @@ class LibvirtDriver(Driver):
                         data.destination, "remove the partial domain", message(exc)
                     ) from None
         if not data.shared_storage:
-            self._remove_instance_dir(data.destination, instance.uuid)
+            for name in self._instance_dirs(instance.uuid, data):
+                self._remove_instance_dir(data.destination, name)
         self.cleanup_live_migration_destination_check(data.destination, data)
 
     # ------------------------------------------------------------------ transfer
@@ -901,6 +916,10 @@ class LibvirtDriver(Driver):
             | lv.VIR_MIGRATE_UNDEFINE_SOURCE
         )
         params: dict[str, Any] = {}
+        if data.shared_storage and data.driver_data.get("has_local_disks"):
+            # ferry proved the instance path shared (the marker test); libvirt only trusts the
+            # filesystems it knows (NFS, Ceph, GFS2, ...) and would refuse the move as unsafe
+            flags |= lv.VIR_MIGRATE_UNSAFE
         if data.block_migration:
             flags |= lv.VIR_MIGRATE_NON_SHARED_DISK
             disks = data.driver_data.get("migrate_disks")
@@ -1198,7 +1217,8 @@ class LibvirtDriver(Driver):
                         data.source, "undefine the source domain", message(exc)
                     ) from None
         if not data.shared_storage:
-            self._remove_instance_dir(data.source, instance.uuid)
+            for name in self._instance_dirs(instance.uuid, data):
+                self._remove_instance_dir(data.source, name)
 
     def post_live_migration_at_destination(self, instance: Instance, data: MigrateData) -> None:
         lv = libvirt_module()
@@ -1248,6 +1268,7 @@ def _progress(state: str, stats: dict[str, Any]) -> TransferProgress:
         iteration=int(stats.get("memory_iteration", 0)),
         downtime_ms=int(stats.get("downtime", 0)),
         elapsed_s=stats.get("time_elapsed", 0) / 1000.0,
+        throttle_percent=int(stats.get("auto_converge_throttle", 0)),
     )
 
 

@@ -121,7 +121,9 @@ class GuestDescription:
 
     @property
     def pinned_pcpus(self) -> frozenset[int]:
-        out: set[int] = set(self.emulatorpin)
+        """The pCPUs the guest's vCPUs are pinned to (held exclusively, as Nova's dedicated
+        policy does; emulator threads may float over shared pCPUs and are not counted)."""
+        out: set[int] = set()
         for cpus in self.vcpupin.values():
             out |= cpus
         return frozenset(out)

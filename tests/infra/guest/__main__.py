@@ -1,0 +1,5 @@
+import sys
+
+from tests.infra.guest import main
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,148 @@
+"""ferry's libvirt driver on three real libvirt hosts: the driver contract shared with the
+simulated driver, and what only a real hypervisor shows (shared-storage detection, the memory
+check, CPU pinning on the destination, a dropped connection)."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ferry.drivers.base import TransferPolicy
+from ferry.errors import MigrationPreCheckError
+from tests.drivers.contract import DriverContract, DriverEnv, prepare, run_to_end
+from tests.infra.guest import Guest
+from tests.libvirt import import_libvirt
+from tests.libvirt.helpers import make_driver, running_copies
+
+libvirt = import_libvirt()
+
+pytestmark = pytest.mark.libvirt
+
+
+class TestLibvirtContract(DriverContract):
+    """The contract suite: a 64 MiB guest with its RAM filled, moved lv-a -> lv-b at 16 MiB/s
+    (about 4 s, so a transfer can be watched and aborted); lv-c is short of memory."""
+
+    @pytest.fixture
+    def driver_env(
+        self, libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+    ) -> Iterator[DriverEnv]:
+        guest = make_guest("contract-1", memory_mib=64, kernel="idle", host="A")
+        driver = make_driver(libvirt_hosts)
+        yield DriverEnv(
+            driver=driver,
+            instance=guest.domain.UUIDString(),
+            source="lv-a",
+            destination="lv-b",
+            bad_destination="lv-c",
+            wait=time.sleep,
+            artifacts=driver.artifacts,
+            policy=TransferPolicy(bandwidth_mbps=16),
+            poll_s=0.25,
+            max_wait_s=120,
+        )
+        driver.close()
+
+
+def _uuid(guest: Guest) -> str:
+    return str(guest.domain.UUIDString())
+
+
+def test_shared_storage_is_detected_and_decides_block_migration(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+) -> None:
+    """A and B share their instances directory, C does not: the marker written on the
+    destination is seen from the source for B only; block migration follows for C."""
+    guest = make_guest("small-1", memory_mib=16, kernel="idle", host="A")
+    driver = make_driver(libvirt_hosts)
+    inst = driver.find_instance(_uuid(guest))
+    assert inst is not None
+    to_b = driver.check_can_live_migrate_destination(inst, "lv-b", None)
+    to_c = driver.check_can_live_migrate_destination(inst, "lv-c", None)
+    assert (to_b.shared_storage, to_b.block_migration) == (True, False)
+    assert (to_c.shared_storage, to_c.block_migration) == (False, True)
+    # the markers are gone from both destinations
+    assert driver.artifacts("lv-b", inst.uuid) == driver.artifacts("lv-c", inst.uuid) == []
+    # asking for a block migration onto shared storage is refused by the source check
+    forced = driver.check_can_live_migrate_destination(inst, "lv-b", True)
+    with pytest.raises(MigrationPreCheckError, match="is shared between lv-a and lv-b"):
+        driver.check_can_live_migrate_source(inst, forced)
+    driver.close()
+
+
+def test_memory_check_uses_what_the_destination_reports(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+) -> None:
+    guest = make_guest("mid-1", memory_mib=64, kernel=None, host="A", wait_filled=False)
+    driver = make_driver(libvirt_hosts)
+    inst = driver.find_instance(_uuid(guest))
+    assert inst is not None
+    with pytest.raises(MigrationPreCheckError, match="not enough free memory") as info:
+        driver.check_can_live_migrate_destination(inst, "lv-c", None)
+    assert info.value.host == "lv-c"
+    reserve = make_driver(libvirt_hosts, lv_b={"reserved_host_memory_mb": 10**7})
+    with pytest.raises(MigrationPreCheckError, match=r"reserved 10000000 MiB"):
+        reserve.check_can_live_migrate_destination(inst, "lv-b", None)
+    driver.close()
+    reserve.close()
+
+
+def test_pinned_guest_gets_free_pcpus_on_the_destination(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
+) -> None:
+    """Seed 004 on real hosts: the moving guest is pinned to pCPU 0 on A; on B another guest
+    already holds pCPU 0, so the destination XML pins it to pCPU 1 -- and when B has no free
+    pCPU left the destination check fails with each cell's free pCPUs."""
+    mover = make_guest("pinned-1", memory_mib=32, kernel="idle", host="A", pinned=["0"])
+    make_guest("holder-0", memory_mib=16, kernel=None, host="B", pinned=["0"], wait_filled=False)
+    driver = make_driver(libvirt_hosts)
+    inst = driver.find_instance(_uuid(mover))
+    assert inst is not None and inst.extra["pinned_pcpus"] == [0]
+    data = driver.check_can_live_migrate_destination(inst, "lv-b", None)
+    assert data.driver_data["numa_pinning"]["vcpu_to_pcpu"] == {"0": 1}
+    data = driver.check_can_live_migrate_source(inst, data)
+    data = driver.pre_live_migration(inst, data)
+    driver.start_transfer(inst, data, TransferPolicy())
+    env = DriverEnv(driver, inst.uuid, "lv-a", "lv-b", "lv-c", time.sleep, poll_s=0.2)
+    assert run_to_end(env, inst, data).state == "completed"
+    driver.post_live_migration_at_source(inst, data)
+    driver.post_live_migration_at_destination(inst, data)
+    moved = libvirt_connect("B").lookupByUUIDString(inst.uuid)
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):  # live and persistent definitions
+        root = ET.fromstring(moved.XMLDesc(flags))
+        assert [p.get("cpuset") for p in root.findall("./cputune/vcpupin")] == ["1"]
+        assert root.find("./numatune/memory").get("nodeset") == "0"  # type: ignore[union-attr]
+    assert moved.vcpuPinInfo(0)[0] == (False, True)  # vCPU 0 may run on pCPU 1 only
+
+    # B is full now (pCPU 0: holder-0, pCPU 1: pinned-1): a third pinned guest fits nowhere
+    third = make_guest("pinned-2", memory_mib=16, kernel=None, host="A", pinned=["1"])
+    inst3 = driver.find_instance(_uuid(third))
+    assert inst3 is not None
+    with pytest.raises(MigrationPreCheckError, match="no NUMA cell fits 1 pinned vCPUs"):
+        driver.check_can_live_migrate_destination(inst3, "lv-b", None)
+    driver.close()
+
+
+def test_monitoring_survives_a_dropped_connection(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
+) -> None:
+    """The connection ferry monitors the transfer through is closed under it mid-transfer: the
+    driver opens a new one and follows the transfer to its end (it runs inside libvirtd)."""
+    guest = make_guest("drop-1", memory_mib=64, kernel="idle", host="A")
+    driver = make_driver(libvirt_hosts)
+    env = DriverEnv(driver, _uuid(guest), "lv-a", "lv-b", "lv-c", time.sleep, poll_s=0.2)
+    inst, data = prepare(env)
+    driver.start_transfer(inst, data, TransferPolicy(bandwidth_mbps=16))
+    seen = driver.transfer_progress(inst, data)
+    assert seen.state == "running"
+    driver._conn("lv-a").get().close()  # the socket goes away under the driver
+    progress = run_to_end(env, inst, data)
+    assert progress.state == "completed"
+    driver.post_live_migration_at_source(inst, data)
+    driver.post_live_migration_at_destination(inst, data)
+    assert list(running_copies(libvirt_connect, inst.uuid)) == ["B"]
+    driver.close()

@@ -1,0 +1,260 @@
+"""Whole migrations through ferry's flow on three real libvirt hosts: A->B and back, the
+reschedule past a host that fails its check, progress under a bandwidth cap, abort, the
+completion timeout with each action, a dirtying guest brought across by each lever, and an
+orchestrator SIGKILLed mid-transfer then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry import MigrationCancelled, MigrationFailed, Orchestrator
+from ferry.context import Event
+from tests.infra.guest import Guest
+from tests.libvirt import import_libvirt
+from tests.libvirt.helpers import host_configs, make_orchestrator, running_copies, toml_hosts
+
+libvirt = import_libvirt()
+
+pytestmark = pytest.mark.libvirt
+
+
+def _uuid(guest: Guest) -> str:
+    return str(guest.domain.UUIDString())
+
+
+def test_migrate_a_to_b_and_back(
+    db_url: str,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    guest = make_guest("web-1", memory_mib=64, kernel="idle", host="A")
+    orch = make_orchestrator(db_url, libvirt_hosts)
+    there = orch.live_migrate("web-1", "lv-b")
+    assert there.status == "completed", there.error
+    assert (there.source, there.destination, there.block_migration) == ("lv-a", "lv-b", False)
+    assert there.progress["result"]["lever"] in ("none needed", "downtime steps")
+    assert running_copies(libvirt_connect, _uuid(guest)) == {"B": (1, 2)}  # running, migrated
+    dom_b = libvirt_connect("B").lookupByUUIDString(_uuid(guest))
+    assert dom_b.isPersistent()
+    with pytest.raises(libvirt.libvirtError):
+        libvirt_connect("A").lookupByUUIDString(_uuid(guest))  # undefined on the source
+    back = orch.live_migrate("web-1", "lv-a")
+    assert back.status == "completed", back.error
+    assert list(running_copies(libvirt_connect, _uuid(guest))) == ["A"]
+    assert orch.instances()[0].host == "lv-a"
+    orch.close()
+
+
+def test_reschedule_past_the_host_that_fails_its_check(
+    db_url: str,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    """The scheduler prefers lv-c (B keeps most of its memory reserved, so C looks roomier);
+    C's own check finds 48 MiB really free, is excluded with that reason, and B is tried next."""
+    guest = make_guest("api-1", memory_mib=64, kernel=None, host="A", wait_filled=False)
+    total_b = libvirt_connect("B").getInfo()[1]
+    orch = make_orchestrator(
+        db_url, libvirt_hosts, per_host={"lv_b": {"reserved_host_memory_mb": total_b - 512}}
+    )
+    m = orch.live_migrate("api-1")
+    assert m.status == "completed", m.error
+    assert [(a.host, a.outcome) for a in m.attempts] == [("lv-c", "rejected"), ("lv-b", "chosen")]
+    assert "not enough free memory" in (m.attempts[0].reason or "")
+    assert list(running_copies(libvirt_connect, _uuid(guest))) == ["B"]
+    orch.close()
+
+
+def test_block_migration_decided_by_the_destination(
+    db_url: str,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    """lv-c shares no storage with lv-a: the check decides a block migration; the instance
+    directory made on C for it is removed from A after the move."""
+    guest = make_guest("tiny-1", memory_mib=16, kernel="idle", host="A")
+    orch = make_orchestrator(db_url, libvirt_hosts)
+    m = orch.live_migrate("tiny-1", "lv-c")
+    assert m.status == "completed", m.error
+    assert m.block_migration is True
+    assert list(running_copies(libvirt_connect, _uuid(guest))) == ["C"]
+    local_c = Path(libvirt_hosts["lv-c"]["local_instances_path"])
+    assert (local_c / _uuid(guest)).is_dir()
+    orch.close()
+
+
+def test_progress_is_observed_under_a_bandwidth_cap(
+    db_url: str, libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+) -> None:
+    make_guest("cap-1", memory_mib=64, kernel="idle", host="A")
+    samples: list[dict[str, Any]] = []
+    orch = make_orchestrator(db_url, libvirt_hosts, live_migration_bandwidth=16)
+    orch.subscribe(lambda e: samples.append(e.data) if e.kind == "progress" else None)
+    m = orch.live_migrate("cap-1", "lv-b")
+    assert m.status == "completed", m.error
+    running = [s for s in samples if s["state"] == "running" and s["memory_processed_mb"] > 0]
+    assert len(running) >= 5  # 64 MiB at 16 MiB/s, polled every 0.2 s
+    processed = [s["memory_processed_mb"] for s in running]
+    assert processed == sorted(processed) and processed[-1] > processed[0]
+    assert all(0 < s["percent"] < 100 for s in running)
+    assert running[0]["memory_total_mb"] >= 64
+    assert samples[-1]["percent"] == 100.0
+    orch.close()
+
+
+def test_abort_mid_transfer(
+    db_url: str,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    guest = make_guest("abort-1", memory_mib=64, kernel="idle", host="A")
+    orch = make_orchestrator(db_url, libvirt_hosts, live_migration_bandwidth=16)
+
+    def on_event(e: Event) -> None:
+        if e.kind == "progress" and e.data["percent"] > 20:
+            orch.migrations.request_abort(e.migration_id)  # as `ferry abort` elsewhere would
+
+    orch.subscribe(on_event)
+    with pytest.raises(MigrationCancelled):
+        orch.live_migrate("abort-1", "lv-b")
+    m = orch.list()[0]
+    assert m.status == "cancelled"
+    assert running_copies(libvirt_connect, _uuid(guest)) == {"A": (1, 1)}  # running, booted
+    with pytest.raises(libvirt.libvirtError):
+        libvirt_connect("B").lookupByUUIDString(_uuid(guest))  # nothing left on B
+    orch.close()
+
+
+@pytest.mark.parametrize(
+    ("action", "post_copy", "expected"),
+    [
+        ("abort", False, "failed"),
+        ("force_complete", False, "pause"),
+        ("force_complete", True, "post-copy"),
+    ],
+)
+def test_completion_timeout_actions(
+    db_url: str,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+    action: str,
+    post_copy: bool,
+    expected: str,
+) -> None:
+    """A dirtying guest that cannot converge at 32 MiB/s: past the completion timeout (1 s/GiB of
+    the 2 GiB floor = 2 s) it is aborted (back on A) or forced across by pausing or post-copy."""
+    guest = make_guest("hot-1", memory_mib=64, kernel="dirty", host="A")
+    orch = make_orchestrator(
+        db_url,
+        libvirt_hosts,
+        live_migration_bandwidth=32,
+        live_migration_completion_timeout=1,
+        live_migration_timeout_action=action,
+        live_migration_permit_post_copy=post_copy,
+    )
+    if expected == "failed":
+        with pytest.raises(MigrationFailed, match="completion timeout"):
+            orch.live_migrate("hot-1", "lv-b")
+        assert list(running_copies(libvirt_connect, _uuid(guest))) == ["A"]
+    else:
+        m = orch.live_migrate("hot-1", "lv-b")
+        assert m.status == "completed", m.error
+        assert m.progress["result"]["lever"] == expected
+        assert running_copies(libvirt_connect, _uuid(guest)) == {"B": (1, 2)}
+        assert guest.wait_passes(guest.passes() + 1, timeout=30) is None  # still computing
+    orch.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "lever"),
+    [
+        ({}, "post-copy"),  # ferry's default policy
+        (
+            {
+                "live_migration_permit_post_copy": False,
+                "live_migration_downtime": 3000,
+                "live_migration_downtime_steps": 3,
+                "live_migration_downtime_delay": 3,
+            },
+            "downtime steps",
+        ),
+        (
+            {"live_migration_permit_post_copy": False, "live_migration_permit_auto_converge": True},
+            "auto-converge",
+        ),
+    ],
+    ids=["default-post-copy", "downtime-steps", "auto-converge"],
+)
+def test_dirty_guest_converges_with_each_lever(
+    db_url: str,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+    policy: dict[str, Any],
+    lever: str,
+) -> None:
+    guest = make_guest("dirty-1", memory_mib=64, kernel="dirty", host="A")
+    orch = make_orchestrator(db_url, libvirt_hosts, live_migration_bandwidth=32, **policy)
+    m = orch.live_migrate("dirty-1", "lv-b")
+    assert m.status == "completed", m.error
+    assert m.progress["result"]["lever"] == lever, m.progress["result"]
+    assert list(running_copies(libvirt_connect, _uuid(guest))) == ["B"]
+    orch.close()
+
+
+def test_orchestrator_killed_mid_transfer_then_resumed(
+    tmp_path: Path,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    """`ferry migrate` is SIGKILLed while libvirtd moves the guest; `ferry resume` finds the
+    transfer still running (or done), re-attaches and finishes: one running domain, record
+    completed."""
+    guest = make_guest("crash-1", memory_mib=64, kernel="idle", host="A")
+    config = tmp_path / "ferry.toml"
+    config.write_text(
+        "[migration]\nlive_migration_bandwidth = 16\npoll_interval = 0.2\n\n"
+        + toml_hosts(host_configs(libvirt_hosts))
+    )
+    db_url = f"sqlite:///{tmp_path / 'ferry.db'}"
+    env = {**os.environ, "FERRY_CONFIG": str(config), "FERRY_DB": db_url}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "migrate", "crash-1", "--to", "lv-b"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    orch = Orchestrator(db_url, config=str(config))
+    deadline = time.monotonic() + 60
+    mid = None
+    while time.monotonic() < deadline:
+        records = orch.list()
+        if records and records[0].progress.get("percent", 0) > 10:
+            mid = records[0].id
+            break
+        time.sleep(0.05)  # polling the record another process writes
+    assert mid is not None, "the transfer never got going"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert orch.get(mid).status == "running"
+    m = orch.resume(mid)
+    assert m.status == "completed", m.error
+    assert running_copies(libvirt_connect, _uuid(guest)) == {"B": (1, 2)}
+    assert json.loads(json.dumps(m.progress))["result"]["lever"]
+    orch.close()
