@@ -265,8 +265,38 @@ def start_guest(
 
 
 def main(argv: list[str]) -> int:
-    for variant in argv or list(VARIANTS):
-        print(build_kernel(variant))
+    """``python -m tests.infra.guest [idle|dirty ...]`` builds the kernels (prints their paths);
+    ``python -m tests.infra.guest start DIR HOST NAME [--memory MIB] [--kernel idle|dirty|none]``
+    starts a guest on host A/B/C of the test hosts that are up in DIR."""
+    if argv[:1] != ["start"]:
+        for variant in argv or list(VARIANTS):
+            print(build_kernel(variant))
+        return 0
+    import argparse
+
+    import libvirt  # type: ignore[import-not-found, unused-ignore]
+
+    from tests.infra.libvirt_hosts import LibvirtHosts
+
+    parser = argparse.ArgumentParser(prog="python -m tests.infra.guest start")
+    parser.add_argument("directory")
+    parser.add_argument("host", choices=["A", "B", "C"])
+    parser.add_argument("name")
+    parser.add_argument("--memory", type=int, default=64, help="MiB (default 64)")
+    parser.add_argument("--kernel", default="idle", choices=[*VARIANTS, "none"])
+    args = parser.parse_args(argv[1:])
+    env = LibvirtHosts(args.directory)
+    conn = libvirt.open(env.hosts()[args.host].unix_uri)
+    guest = start_guest(
+        conn,
+        args.name,
+        host=args.host,
+        memory_mib=args.memory,
+        kernel=None if args.kernel == "none" else args.kernel,
+        console_dir=Path(args.directory) / "console",
+    )
+    print(f"{guest.name} ({guest.domain.UUIDString()}) running on {args.host}")
+    conn.close()
     return 0
 
 
