@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 from ferry.config import HostConfig, Settings
 from ferry.drivers.base import Driver
@@ -82,7 +83,7 @@ class DriverRegistry:
         for h in real:
             by_driver.setdefault(h.driver, []).append(h)
         for name, configs in sorted(by_driver.items()):
-            drivers.append(_real_driver(name, configs))
+            drivers.append(_real_driver(name, configs, settings))
         if not real or any(h.driver == "simulated" for h in settings.hosts):
             from ferry.drivers.simulated import SimulatedDriver
 
@@ -94,13 +95,19 @@ class DriverRegistry:
         return cls(drivers)
 
 
-def _real_driver(name: str, configs: list[HostConfig]) -> Driver:
+def _real_driver(name: str, configs: list[HostConfig], settings: Settings) -> Driver:
     """The driver serving ``configs`` (all of one kind); its library is imported only now and a
     missing one is a ConfigError naming the extra to install."""
     if name == "libvirt":
         from ferry.drivers.libvirt import LibvirtDriver
 
         return LibvirtDriver.from_host_configs(configs)
+    if name == "xenapi":
+        from ferry.drivers.xenapi import XenAPIDriver
+
+        # relative password_file / ca_file paths are relative to the config file
+        base_dir = Path(settings.path).parent if settings.path else None
+        return XenAPIDriver.from_host_configs(configs, base_dir=base_dir)
     raise ConfigError(
         f"host {configs[0].name!r}: the {name} driver is not part of this ferry release yet"
     )
