@@ -91,6 +91,21 @@ def test_memory_check_uses_what_the_destination_reports(
     reserve.close()
 
 
+def test_a_missing_guest_network_fails_the_destination_check(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+) -> None:
+    """lv-c has no "ferry-net": a guest with a NIC on it cannot go there (the reschedule would
+    try the next host); lv-b has it."""
+    guest = make_guest("nic-1", memory_mib=16, kernel="idle", host="A", network="ferry-net")
+    driver = make_driver(libvirt_hosts)
+    inst = driver.find_instance(_uuid(guest))
+    assert inst is not None and inst.vifs == [{"type": "network", "source": "ferry-net"}]
+    with pytest.raises(MigrationPreCheckError, match="network ferry-net does not exist"):
+        driver.check_can_live_migrate_destination(inst, "lv-c", None)
+    assert driver.check_can_live_migrate_destination(inst, "lv-b", None).destination == "lv-b"
+    driver.close()
+
+
 def test_pinned_guest_gets_free_pcpus_on_the_destination(
     libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
 ) -> None:

@@ -159,9 +159,12 @@ def describe_guest(xml: str) -> GuestDescription:
     for i in root.findall("./devices/interface"):
         src = i.find("source")
         name = None
+        kind = i.get("type", "")
         if src is not None:
             name = src.get("network") or src.get("bridge") or src.get("dev")
-        interfaces.append(GuestInterface(i.get("type", ""), name))
+            if src.get("network"):
+                kind = "network"  # the live XML of a bridged network says type='bridge'
+        interfaces.append(GuestInterface(kind, name))
     vcpupin = {
         int(p.get("vcpu", "0")): parse_cpuset(p.get("cpuset", ""))
         for p in root.findall("./cputune/vcpupin")
