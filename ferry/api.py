@@ -177,6 +177,10 @@ class Orchestrator:
         self._local = threading.local()
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
+        self._jobstore: Any = None
+        # the job store's concurrency slots are held until the record is terminal, whichever
+        # process makes it so (a conductor, or `ferry abort` reverting a queued job)
+        self.migrations.on_status(self._release_job_slots)
 
     # ------------------------------------------------------------------ queries
     def subscribe(self, callback: Callback) -> Any:
@@ -305,6 +309,63 @@ class Orchestrator:
             raise
         return migration_id
 
+    # -------------------------------------------------------------- job store
+    def submit(
+        self,
+        instance: str,
+        destination: str | None = None,
+        block_migration: bool | None = None,
+        *,
+        max_attempts: int | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> str:
+        """Create the migration (status ``queued``) and post it as a job to the configured job
+        board (``[jobboard] url``); a conductor runs it. Returns the migration id at once.
+
+        Bad requests raise like :meth:`create` and change nothing; so does a board that cannot
+        be reached (:class:`~ferry.errors.JobBoardUnavailable`, checked before anything is made).
+        """
+        store = self.jobstore
+        store.board  # noqa: B018 - connect first: an unreachable board changes nothing
+        migration_id = self.create(
+            instance,
+            destination,
+            block_migration,
+            max_attempts=max_attempts,
+            overrides=overrides,
+            status=MigrationStatus.QUEUED,
+        )
+        try:
+            store.post(migration_id)
+        except BaseException as exc:
+            record = self.migrations.get(migration_id)
+            error = f"could not post the job: {exc}"
+            self.migrations.set_status(
+                migration_id,
+                MigrationStatus.FAILED,
+                detail=error,
+                error=error,
+                unlock=record.instance,
+            )
+            raise
+        return migration_id
+
+    @property
+    def jobstore(self) -> Any:
+        """The job board of ``[jobboard]`` (a :class:`ferry.jobs.store.JobStore`; it connects on
+        first use)."""
+        if self._jobstore is None:
+            from ferry.jobs.store import JobStore
+
+            self._jobstore = JobStore(self)
+        return self._jobstore
+
+    def _release_job_slots(self, migration_id: str, status: str, _detail: str | None) -> None:
+        if MigrationStatus(status).terminal:
+            from ferry.jobs.limits import SlotRepository
+
+            SlotRepository(self.db, self.settings.limits).release(migration_id)
+
     def _save_logbook(
         self, migration_id: str, request: dict[str, Any], policy: dict[str, Any]
     ) -> None:
@@ -374,7 +435,15 @@ class Orchestrator:
             # MigrationInProgress means a live runner has it and will see the request in one poll.
             with contextlib.suppress(errors.FerryError):
                 self._run(migration_id)
-        return self.get(migration_id)
+        record = self.get(migration_id)
+        if record.done and self.settings.jobboard.url:
+            # a queued job reverted here: take it off the board (best effort; a conductor would
+            # consume it unrun otherwise)
+            try:
+                self.jobstore.retire(migration_id)
+            except Exception as exc:
+                LOG.warning("migration %s: its job stays on the board: %s", migration_id, exc)
+        return record
 
     def force_complete(self, migration_id: str) -> Migration:
         """Ask the transfer in flight to finish now: post-copy when the migration's policy
@@ -467,7 +536,11 @@ class Orchestrator:
             return self.leases.take_over(migration_id, lease["owner"], self.owner, ttl)
         return False
 
-    def _load_engine(self, migration_id: str) -> Any:
+    def _load_engine(
+        self, migration_id: str, *, backend: Any = None, context: Context | None = None
+    ) -> Any:
+        """The engine of a saved run. A conductor passes its fenced ``backend`` and a ``context``
+        with its guarded clock (ferry.jobs.ownership); the defaults are this orchestrator's."""
         with contextlib.closing(self.backend.get_connection()) as conn:
             try:
                 book = conn.get_logbook(migration_id)
@@ -487,8 +560,10 @@ class Orchestrator:
         # The store's inputs are persisted once, in the flow detail's meta, when the run is
         # created; every load injects them (and the process-local resolver) transiently.
         store = dict(fd.meta.get(STORE_META_KEY, {}))
-        engine = engines.load(self._flow(fd), flow_detail=fd, backend=self.backend, engine="serial")
-        engine.storage.inject({**store, c.CONTEXT: self.context}, transient=True)
+        engine = engines.load(
+            self._flow(fd), flow_detail=fd, backend=backend or self.backend, engine="serial"
+        )
+        engine.storage.inject({**store, c.CONTEXT: context or self.context}, transient=True)
 
         def on_atom(state: str, details: dict[str, Any]) -> None:
             kind = _PHASE_EVENTS.get(state)
@@ -527,6 +602,8 @@ class Orchestrator:
         raise error
 
     def close(self) -> None:
+        if self._jobstore is not None:
+            self._jobstore.close()
         self._pool.shutdown(wait=True)
         self.drivers.close()
         self.db.close()

@@ -19,6 +19,19 @@ The file shape (every section optional)::
     speed = 1.0                              # simulated s per wall s; 0 = stepped (tests)
     [runner]
     lease_seconds = 30
+    [jobboard]                               # the job store (ferry submit / ferry conductor)
+    url = "redis://127.0.0.1:6379/0"         # or zookeeper://HOST:2181/PATH; no password here
+    namespace = "ferry"                      # redis key prefix
+    password_env = "FERRY_JOBBOARD_PASSWORD" # or password_file = "/etc/ferry/board.pw"
+    [conductor]
+    name = ""                                # default: the host name
+    max_jobs = 4                             # migrations one conductor runs at once
+    lease_seconds = 30                       # board claim expiry and DB lease; renewed every third
+    poll_interval = 0.5                      # s between board scans when idle
+    [limits]                                 # migrations in flight (0 = no limit)
+    per_source = 1
+    per_destination = 2
+    total = 0
     [[hosts]]
     name = "compute-a"
     driver = "libvirt"
@@ -123,6 +136,92 @@ class RunnerSettings:
 
 
 @dataclass(frozen=True)
+class JobBoardSettings:
+    """Where ``ferry submit`` posts jobs and conductors claim them (``url`` None: no job store).
+
+    The password of a board that needs one is read from ``password_env`` or ``password_file``;
+    it is never accepted in the file or in the URL there."""
+
+    url: str | None = None
+    namespace: str = "ferry"
+    password_env: str | None = None
+    password_file: str | None = None
+
+    def validate(self, where: str) -> None:
+        from ferry.jobs.url import parse_board_url
+
+        if self.url is not None:
+            try:
+                parsed = parse_board_url(self.url)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: url: {exc}") from None
+            if parsed.password is not None:
+                raise ConfigError(
+                    f"{where}: put no password in the url; use password_env or password_file"
+                )
+        if not self.namespace or not self.namespace.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}: namespace must be letters, digits, '-' or '_'")
+        if self.password_env is not None and self.password_file is not None:
+            raise ConfigError(f"{where}: give password_env or password_file, not both")
+
+    def password(self) -> str | None:
+        """The board password from the environment variable or file named in the config."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"[jobboard] password_env names {self.password_env}, which is not set"
+                )
+            return value
+        if self.password_file:
+            try:
+                return Path(self.password_file).expanduser().read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"[jobboard] password_file {self.password_file} cannot be read: {exc.strerror}"
+                ) from None
+        return None
+
+
+@dataclass(frozen=True)
+class ConductorSettings:
+    """A conductor: ``max_jobs`` migrations at once; its board claims and database leases last
+    ``lease_seconds`` and are renewed every third of it (a dead conductor's migrations are taken
+    over once that much time has passed)."""
+
+    name: str | None = None
+    max_jobs: int = 4
+    lease_seconds: float = 30.0
+    poll_interval: float = 0.5
+
+    def validate(self, where: str) -> None:
+        if self.name is not None and (not self.name or any(c in self.name for c in ": \t\n")):
+            raise ConfigError(f"{where}: name must be non-empty, without ':' or blanks")
+        if not 1 <= self.max_jobs <= 16:
+            raise ConfigError(f"{where}: max_jobs must be between 1 and 16")
+        if self.lease_seconds < 1:
+            raise ConfigError(f"{where}: lease_seconds must be >= 1")
+        if not 0 < self.poll_interval <= 60:
+            raise ConfigError(f"{where}: poll_interval must be > 0 and <= 60 (s)")
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Migrations in flight at once (Nova's max_concurrent_live_migrations, KubeVirt's per-node
+    and per-cluster limits): out of one source host, into one destination host, in total.
+    0 = no limit. Enforced by the job store's conductors."""
+
+    per_source: int = 1
+    per_destination: int = 2
+    total: int = 0
+
+    def validate(self, where: str) -> None:
+        for name in ("per_source", "per_destination", "total"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}: {name} must be >= 0 (0 = no limit)")
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """A real hypervisor host. Driver-specific keys stay in ``options`` (never secrets themselves:
     ``password_env`` / ``password_file`` name where a secret is read from)."""
@@ -139,6 +238,9 @@ class Settings:
     simulated: SimulatedSettings = field(default_factory=SimulatedSettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     hosts: tuple[HostConfig, ...] = ()
+    jobboard: JobBoardSettings = field(default_factory=JobBoardSettings)
+    conductor: ConductorSettings = field(default_factory=ConductorSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     path: str | None = None
 
 
@@ -209,6 +311,7 @@ def parse_settings(
     data: dict[str, Any], where: str = "configuration", base_dir: Path | None = None
 ) -> Settings:
     known = {"database", "migration", "simulated", "runner", "hosts"}
+    known |= {"jobboard", "conductor", "limits"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}")
@@ -223,6 +326,13 @@ def parse_settings(
     if simulated.cluster and base_dir is not None and not Path(simulated.cluster).is_absolute():
         simulated = dataclasses.replace(simulated, cluster=str(base_dir / simulated.cluster))
     runner = _build(RunnerSettings, _table(data, "runner", where), f"{where} [runner]")
+    jobboard = _build(JobBoardSettings, _table(data, "jobboard", where), f"{where} [jobboard]")
+    if jobboard.password_file and base_dir is not None:
+        pw_file = Path(jobboard.password_file).expanduser()
+        if not pw_file.is_absolute():
+            jobboard = dataclasses.replace(jobboard, password_file=str(base_dir / pw_file))
+    conductor = _build(ConductorSettings, _table(data, "conductor", where), f"{where} [conductor]")
+    limits = _build(LimitSettings, _table(data, "limits", where), f"{where} [limits]")
     hosts = []
     raw_hosts = data.get("hosts", [])
     if not isinstance(raw_hosts, list):
@@ -251,6 +361,9 @@ def parse_settings(
         simulated=simulated,
         runner=runner,
         hosts=tuple(hosts),
+        jobboard=jobboard,
+        conductor=conductor,
+        limits=limits,
     )
 
 

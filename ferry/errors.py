@@ -146,6 +146,16 @@ class LeaseLost(FerryError):
     """This runner lost its lease (another runner took the migration over)."""
 
 
+class JobBoardUnavailable(FerryError):
+    """The job board cannot be reached or refused the request (the message names its URL with
+    any password masked)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the job board {url}: {reason}", url, reason)
+        self.url = url
+        self.reason = reason
+
+
 class MigrationFailed(FerryError):
     """A migration ended ``failed`` or ``error``; ``status`` and the record's error say why."""
 

@@ -357,9 +357,11 @@ def test_default_policy_switches_a_stuck_transfer_to_post_copy(
     sim.inject_fault("compute-3", "never_converge")
     samples: list[tuple[int, float]] = []
     orch.subscribe(
-        lambda e: samples.append((e.data["iteration"], e.data["elapsed_s"]))
-        if e.kind == "progress" and e.data["state"] == "running"
-        else None
+        lambda e: (
+            samples.append((e.data["iteration"], e.data["elapsed_s"]))
+            if e.kind == "progress" and e.data["state"] == "running"
+            else None
+        )
     )
     m = orch.live_migrate("web-1", "compute-3")
     assert m.status == "completed"

@@ -6,7 +6,8 @@ from typing import Any
 
 from alembic import context
 
-import ferry.drivers.simulated.tables  # noqa: F401 - its tables are part of the schema
+import ferry.drivers.simulated.tables  # the simulated cluster's tables are part of the schema
+import ferry.jobs.tables  # noqa: F401 - the job store's tables too
 from ferry.persistence.models import Base
 
 config = context.config

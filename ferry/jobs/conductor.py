@@ -1,0 +1,466 @@
+"""The conductor: TaskFlow's non-blocking conductor running migrations posted to the job board.
+
+``ferry conductor`` builds one :class:`Conductor`: it claims jobs (oldest first, ``max_jobs`` at
+once), runs each migration's flow from its logbook and consumes the job when the flow has ended
+-- completed, failed or reverted alike, so a failed migration is never retried forever. A job is
+given back to the board (abandoned), never consumed, when its run was suspended: the claim was
+lost, the conductor is shutting down, or a concurrency limit is full.
+
+For one dispatched job, in order:
+
+1. the record and the flow: a migration already finished (by an abort run elsewhere, or by a
+   conductor that died before consuming) is only consumed;
+2. the concurrency limits: its slots (``total``, ``source:HOST`` and, once known,
+   ``destination:HOST``) are taken atomically; a full limit leaves the record ``queued`` and the
+   job on the board (see :mod:`ferry.jobs.limits`);
+3. ownership: ferry's lease row is taken in the claim's name (from an expired or dead runner, or
+   after a short wait when the previous owner's lease is about to expire), then renewed with the
+   claim by the heartbeat (see :mod:`ferry.jobs.ownership`);
+4. the run: the engine is loaded from the logbook with a fenced backend and a guarded clock;
+   when the scheduler picks a destination whose limit is full, the engine is suspended right
+   after ``schedule`` and the migration waits ``queued`` again, holding nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from taskflow import states as tf_states
+from taskflow.conductors.backends import impl_nonblocking
+
+from ferry import errors
+from ferry.flows import constants as c
+from ferry.model import MigrationStatus
+from ferry.persistence.repository import LS, M
+
+from .board import open_board
+from .limits import Blocked, SlotRepository
+from .ownership import (
+    FencedBackend,
+    GuardedClock,
+    HandOff,
+    Heartbeat,
+    Ownership,
+    OwnershipListener,
+    OwnershipLost,
+)
+from .store import FINISHED_FLOW_STATES, JobRepository
+
+if TYPE_CHECKING:
+    from ferry.api import Orchestrator
+
+LOG = logging.getLogger(__name__)
+
+#: statuses in which a migration has not reached its transfer yet (a full limit may hold it)
+WAITING_STATUSES = frozenset(
+    {MigrationStatus.ACCEPTED.value, MigrationStatus.QUEUED.value, MigrationStatus.PREPARING.value}
+)
+#: migrations one conductor runs at once at most (each holds a database connection while it
+#: runs; ferry's pool has 8 + 16 overflow)
+MAX_JOBS = 16
+#: statuses of migrations not finished yet (an index scan, unlike NOT IN the terminal ones)
+OPEN_STATUSES = tuple(s.value for s in MigrationStatus if not s.terminal)
+
+
+def conductor_owner(name: str) -> str:
+    """The owner name of a conductor's claims and leases: ``host:pid:name``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{name}"
+
+
+class _Snapshot:
+    """What the claim filter needs, read at most once per scan: slot usage, who holds slots,
+    and the unfinished migrations (source, destination, abort flag)."""
+
+    def __init__(self, slots: SlotRepository, db: Any) -> None:
+        self.usage = slots.usage()
+        self.held = slots.held()
+        with db.connect() as conn:
+            rows = conn.execute(
+                sa.select(M.c.id, M.c.source, M.c.destination, M.c.abort_requested).where(
+                    M.c.status.in_(OPEN_STATUSES)
+                )
+            ).all()
+        self.open = {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+        self.taken = time.monotonic()
+
+
+class _TaskFlowConductor(impl_nonblocking.NonBlockingConductor):
+    """TaskFlow's non-blocking conductor with ferry's dispatch (see :class:`Conductor`)."""
+
+    def __init__(self, ferry_conductor: Conductor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ferry = ferry_conductor
+
+    def _dispatch_job(self, job: Any) -> bool:
+        return self._ferry.dispatch(job)
+
+
+class Conductor:
+    """Runs posted migrations until :meth:`stop` (see the module doc).
+
+    :param orch: the orchestrator (database, drivers, settings) the runs use.
+    :param name: this conductor's name (``[conductor] name``, else the host name); its claims and
+        leases are owned by ``host:pid:name``.
+    :param max_jobs: migrations run at once (``[conductor] max_jobs``).
+    :raises ConfigError: no or a bad job board configured. :raises JobBoardUnavailable:
+    """
+
+    def __init__(
+        self,
+        orch: Orchestrator,
+        *,
+        name: str | None = None,
+        max_jobs: int | None = None,
+        lease_seconds: float | None = None,
+        poll_interval: float | None = None,
+    ) -> None:
+        settings = orch.settings.conductor
+        self.orch = orch
+        self.name = name or settings.name or socket.gethostname()
+        if any(ch in self.name for ch in ": \t\n"):
+            raise errors.ConfigError(f"conductor name {self.name!r}: no ':' or blanks")
+        self.owner = conductor_owner(self.name)
+        self.max_jobs = int(max_jobs or settings.max_jobs)
+        if not 1 <= self.max_jobs <= MAX_JOBS:
+            raise errors.ConfigError(f"max_jobs must be between 1 and {MAX_JOBS}")
+        self.ttl = float(lease_seconds or settings.lease_seconds)
+        self.poll_interval = float(poll_interval or settings.poll_interval)
+        self.slots = SlotRepository(orch.db, orch.settings.limits)
+        self.jobs = JobRepository(orch.db)
+        self.stopping = threading.Event()
+        self.heartbeat = Heartbeat(self.ttl)
+        self.board = open_board(
+            orch.settings.jobboard,
+            f"ferry-conductor-{self.name}",
+            persistence=orch.backend,
+            timeout=max(2.0, min(self.ttl, 10.0)),
+            session_timeout=self.ttl,  # ZooKeeper: ephemeral claims live as long as the lease
+        )
+        if self.board.supports_expiry:
+            self.board.claim_expiry = self.ttl
+        self.board.claim_filter = self._may_claim
+        self.board.claim_failed = self._claim_failed
+        self.board.only_unclaimed = True
+        self._not_before: dict[str, float] = {}
+        self._snapshot: _Snapshot | None = None
+        self._snapshot_lock = threading.Lock()
+        self._pending: dict[str, list[str]] = {}  # claimed, slots not taken yet
+        self._pending_lock = threading.Lock()
+        self.active: dict[str, Ownership] = {}
+        self._active_lock = threading.Lock()
+        self._tf = _TaskFlowConductor(
+            self,
+            name=self.owner,
+            jobboard=self.board,
+            persistence=orch.backend,
+            engine="serial",
+            wait_timeout=self.poll_interval,
+            max_simultaneous_jobs=self.max_jobs,
+        )
+        self._tf.notifier.register("job_consumed", self._on_consumed)
+        self._tf.notifier.register("job_abandoned", self._on_abandoned)
+
+    @property
+    def safe_url(self) -> str:
+        return str(self.board.safe_url)
+
+    # ----------------------------------------------------------------- lifecycle
+    def run(self, max_dispatches: int | None = None) -> None:
+        """Claim and run jobs until :meth:`stop` (or ``max_dispatches`` jobs)."""
+        LOG.info(
+            "conductor %s: %d job(s) at once from %s, lease %.0f s",
+            self.owner,
+            self.max_jobs,
+            self.safe_url,
+            self.ttl,
+        )
+        if not self.heartbeat.is_alive():
+            self.heartbeat.start()
+        try:
+            self._tf.run(max_dispatches=max_dispatches)
+        finally:
+            self.heartbeat.stop()
+
+    def stop(self) -> None:
+        """Stop claiming; the runs in progress hand their migrations over to another conductor
+        at their next step or wait (claim abandoned, lease released). Returns at once."""
+        self.stopping.set()
+        self._tf.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._tf.wait(timeout))
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        try:
+            self.board.close()
+        except Exception:  # pragma: no cover - closing a broken connection
+            LOG.debug("closing the board failed", exc_info=True)
+
+    # ------------------------------------------------------------- claim filter
+    def _defer(self, job: Any, seconds: float) -> None:
+        """Do not claim ``job`` again for ``seconds`` (it was just given back)."""
+        now = time.monotonic()
+        if len(self._not_before) > 10_000:  # forget jobs consumed elsewhere meanwhile
+            for uuid, until in list(self._not_before.items()):
+                if until < now:
+                    self._not_before.pop(uuid, None)
+        self._not_before[job.uuid] = now + seconds
+
+    def _snap(self) -> _Snapshot:
+        with self._snapshot_lock:
+            snap = self._snapshot
+            if snap is None or time.monotonic() - snap.taken > self.poll_interval / 2:
+                snap = self._snapshot = _Snapshot(self.slots, self.orch.db)
+            return snap
+
+    def _may_claim(self, job: Any) -> bool:
+        """False for jobs that cannot start now (deferred, or a limit is full): not claimed."""
+        if self.stopping.is_set():
+            return False
+        not_before = self._not_before.get(job.uuid)
+        if not_before is not None:
+            if time.monotonic() < not_before:
+                return False
+            self._not_before.pop(job.uuid, None)
+        mid = str((job.details or {}).get("migration_id") or "")
+        try:
+            snap = self._snap()
+        except Exception:
+            LOG.warning("conductor %s: cannot read the limits", self.owner, exc_info=True)
+            return False
+        if mid not in snap.open:
+            return True  # finished or unknown: claim it to consume it
+        source, destination, aborted = snap.open[mid]
+        if aborted:
+            return True
+        needed = self.slots.needed(source, destination)
+        held = snap.held.get(mid, [])
+        with self._pending_lock:
+            # slots of jobs this conductor has claimed but not started yet count as taken, so
+            # one scan claims jobs oldest first without claiming more than the limits admit
+            usage = dict(snap.usage)
+            for other, keys in self._pending.items():
+                if other != mid and other not in snap.held:
+                    for key in keys:
+                        usage[key] = usage.get(key, 0) + 1
+            if self.slots.would_block(needed, usage, held) is not None:
+                return False
+            self._pending[mid] = [k for k in needed if k not in held]
+        return True
+
+    def _claim_failed(self, job: Any) -> None:
+        with self._pending_lock:
+            self._pending.pop(str((job.details or {}).get("migration_id") or ""), None)
+
+    # ----------------------------------------------------------------- dispatch
+    def dispatch(self, job: Any) -> bool:
+        """Run one claimed job; True = consume it, False = give it back to the board."""
+        mid = (job.details or {}).get("migration_id")
+        if not mid:
+            LOG.error("job %s (%s) is not a ferry migration; consumed unrun", job.uuid, job.name)
+            return True
+        try:
+            self.jobs.dispatched(mid, self.owner)
+            try:
+                done = self._dispatch(job, mid)
+            finally:
+                with self._pending_lock:
+                    self._pending.pop(mid, None)
+            if done:
+                self._finished(mid)
+            return done
+        except errors.MigrationNotFound:
+            LOG.error("job %s: migration %s does not exist; consumed unrun", job.uuid, mid)
+            return True
+        except Exception:
+            LOG.exception("conductor %s: job %s (migration %s) failed", self.owner, job.uuid, mid)
+            self._defer(job, max(1.0, self.ttl / 3))
+            return False
+
+    def _dispatch(self, job: Any, mid: str) -> bool:
+        orch = self.orch
+        record = orch.migrations.get(mid)
+        flow_state = orch._flow_state(mid)
+        if flow_state in FINISHED_FLOW_STATES or (record.done and flow_state is None):
+            LOG.info("migration %s already finished (%s); its job is consumed", mid, record.status)
+            return True
+        if not record.abort_requested:
+            blocked = self.slots.acquire(mid, self.slots.needed(record.source, record.destination))
+            with self._pending_lock:
+                self._pending.pop(mid, None)
+            if blocked is not None:
+                if record.status in WAITING_STATUSES:
+                    self._wait_queued(mid, record.status, blocked)
+                    self._defer(job, self.poll_interval)
+                    return False
+                LOG.warning("migration %s is %s past its limits: %s", mid, record.status, blocked)
+        ownership = Ownership(
+            board=self.board,
+            job=job,
+            leases=orch.leases,
+            migration_id=mid,
+            owner=self.owner,
+            ttl=self.ttl,
+            stopping=self.stopping,
+        )
+        self.heartbeat.add(ownership)
+        with self._active_lock:
+            self.active[mid] = ownership
+        try:
+            if not self._take_lease(ownership):
+                lease = orch.leases.get(mid) or {}
+                LOG.info(
+                    "migration %s: runner %s holds its lease; job given back",
+                    mid,
+                    lease.get("owner", "?"),
+                )
+                self._defer(job, max(self.poll_interval, self.ttl / 3))
+                return False
+            ownership.leased = True
+            return self._run(job, ownership)
+        finally:
+            ownership.close()
+            self.heartbeat.remove(ownership)
+            with self._active_lock:
+                self.active.pop(mid, None)
+            if ownership.leased:
+                orch.leases.release(mid, self.owner)
+
+    def _take_lease(self, own: Ownership) -> bool:
+        """Take ferry's lease row for the claim's owner. A live runner's lease (renewed within a
+        third of its lifetime) is respected; a stale one (its runner died or stalled, and the
+        claim expired first) is waited out, our claim kept alive by the heartbeat meanwhile."""
+        from ferry.api import runner_process_gone
+
+        leases = self.orch.leases
+        deadline = time.monotonic() + self.ttl + 1.0
+        while not (own.lost or self.stopping.is_set()):
+            if leases.acquire(own.migration_id, self.owner, self.ttl):
+                return True
+            lease = leases.get(own.migration_id)
+            if lease is None:
+                continue
+            if runner_process_gone(lease["owner"]) and leases.take_over(
+                own.migration_id, lease["owner"], self.owner, self.ttl
+            ):
+                LOG.warning(
+                    "migration %s: taking over from dead %s", own.migration_id, lease["owner"]
+                )
+                return True
+            now = time.time()
+            lifetime = max(0.0, float(lease["expires_at"]) - float(lease["heartbeat_at"]))
+            stale = now - float(lease["heartbeat_at"]) > lifetime / 3 + 0.5
+            if not stale or time.monotonic() > deadline:
+                return False
+            self.stopping.wait(min(0.2, max(0.02, float(lease["expires_at"]) - now)))
+        return False
+
+    def _wait_queued(self, mid: str, status: str, blocked: Blocked) -> None:
+        if status != MigrationStatus.QUEUED.value:
+            self.orch.migrations.set_status(mid, MigrationStatus.QUEUED, detail=str(blocked))
+        LOG.info("migration %s queued: %s", mid, blocked)
+
+    def _run(self, job: Any, own: Ownership) -> bool:
+        orch = self.orch
+        mid = own.migration_id
+        record = orch.migrations.get(mid)
+        if record.done and orch._flow_state(mid) in FINISHED_FLOW_STATES:
+            return True
+        if record.status == MigrationStatus.QUEUED.value and any(
+            h.status == MigrationStatus.PREPARING.value for h in record.history
+        ):
+            # suspended after its destination was chosen: the sentinel does not run again
+            orch.migrations.set_status(
+                mid, MigrationStatus.PREPARING, detail=f"resumed by conductor {self.name}"
+            )
+        try:
+            return self._drive(job, own, record.source)
+        except HandOff:
+            LOG.info("migration %s handed over: conductor %s is stopping", mid, self.name)
+            return False
+        except OwnershipLost:
+            return False
+
+    def _drive(self, job: Any, own: Ownership, source: str | None) -> bool:
+        orch = self.orch
+        mid = own.migration_id
+        context = dataclasses.replace(orch.context, clock=GuardedClock(orch.context.clock, own))
+        engine = orch._load_engine(mid, backend=FencedBackend(orch.backend, own), context=context)
+        own.engine = engine
+        if own.lost:
+            return False
+        waiting: list[Blocked] = []
+
+        def on_destination(state: str, details: dict[str, Any]) -> None:
+            if details.get("task_name") != c.SCHEDULE or not isinstance(details.get("result"), str):
+                return
+            try:
+                if orch.migrations.field(mid, "abort_requested"):
+                    return
+                blocked = self.slots.acquire(mid, self.slots.needed(source, details["result"]))
+            except Exception as exc:
+                LOG.warning("migration %s: cannot take the destination slot: %s", mid, exc)
+                blocked = Blocked(f"destination:{details['result']}", 0, 0)
+            if blocked is not None:
+                waiting.append(blocked)
+                engine.suspend()
+
+        engine.atom_notifier.register(tf_states.SUCCESS, on_destination)
+        failure: BaseException | None = None
+        try:
+            with OwnershipListener(engine, own):
+                for _state in engine.run_iter():
+                    if self.stopping.is_set():
+                        engine.suspend()
+        except Exception as exc:  # the flow failed (reverted) or the engine could not go on
+            failure = exc
+        if own.lost:
+            return False
+        flow_state = orch._flow_state(mid)
+        if flow_state in FINISHED_FLOW_STATES:
+            return True
+        if waiting:
+            self.slots.release(mid)
+            self._wait_queued(mid, MigrationStatus.PREPARING.value, waiting[0])
+            self._defer(job, self.poll_interval)
+            return False
+        if failure is not None:
+            LOG.warning(
+                "migration %s: its run stopped without finishing (%s); the job is given back",
+                mid,
+                failure,
+            )
+            self._defer(job, max(1.0, self.ttl / 3))
+        return False
+
+    # -------------------------------------------------------------- bookkeeping
+    def _finished(self, mid: str) -> None:
+        """The migration's run is over and its job is about to be consumed: record that first
+        (a conductor killed between the two leaves the job on the board, and the next one
+        consumes it unrun), give back its slots, and drop any lease left by a runner that died
+        before releasing it (a finished migration has nothing left to protect)."""
+        try:
+            status = self.orch.migrations.field(mid, "status")
+        except errors.FerryError:
+            status = None
+        self.jobs.consumed(mid, self.owner, status)
+        self.slots.release(mid)
+        with self.orch.db.connect() as conn:
+            conn.execute(LS.delete().where(LS.c.migration_id == mid))
+
+    def _on_consumed(self, _event: str, details: dict[str, Any]) -> None:
+        job = details.get("job")
+        mid = (getattr(job, "details", None) or {}).get("migration_id")
+        LOG.info("migration %s: job %s consumed", mid, getattr(job, "uuid", "?"))
+
+    def _on_abandoned(self, _event: str, details: dict[str, Any]) -> None:
+        job = details.get("job")
+        LOG.debug("job %s given back to the board", getattr(job, "uuid", "?"))
