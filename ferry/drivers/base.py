@@ -140,6 +140,15 @@ class Driver(abc.ABC):
         finished transfer: it reports ``completed``, ``failed`` (with ``error``) or ``cancelled``.
         """
 
+    def wait_transfer_end(self, instance: Instance, data: MigrateData, timeout: float) -> bool:
+        """The monitor's pause between two polls: wait up to ``timeout`` seconds of real time,
+        returning early when the transfer ends, and return True; or return False at once when
+        this driver cannot wait on the transfer (the monitor then sleeps on its own clock).
+
+        The default returns False: drivers whose time is not wall time (the simulated cluster)
+        must never block here. Raises nothing."""
+        return False
+
     @abc.abstractmethod
     def set_max_downtime(self, instance: Instance, data: MigrateData, downtime_ms: int) -> None:
         """Raise the allowed switchover pause of the transfer in flight (downtime steps)."""

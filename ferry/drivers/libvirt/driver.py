@@ -18,7 +18,8 @@ connection per host URI (:class:`~ferry.drivers.libvirt.connection.HostConnectio
   (+ ``NON_SHARED_DISK``, ``POSTCOPY``, ``AUTO_CONVERGE`` as the request and policy say), run in
   a thread of its own on a connection of its own; ferry's monitor polls :meth:`transfer_progress`
   (``jobStats``), raises the max downtime in steps, forces completion (post-copy or pause) or
-  aborts (``abortJob``).
+  aborts (``abortJob``). Between two polls it waits in :meth:`wait_transfer_end`, which returns
+  as soon as that call does, so the switchover is not seen up to a poll interval late.
 * **crash reconciliation** -- a peer-to-peer migration runs inside the source libvirtd, which
   carries on when ferry dies. After a restart nothing is known in memory, so every question is
   put to libvirt: an outgoing job on the source -> the transfer is still running (the monitor
@@ -1042,6 +1043,16 @@ class LibvirtDriver(Driver):
         if t is not None and t.outcome in ("completed", "failed", "cancelled"):
             return self._final(t)
         return self._ask_libvirt(instance, data, t)
+
+    def wait_transfer_end(self, instance: Instance, data: MigrateData, timeout: float) -> bool:
+        """Waits on the ``migrateToURI3`` call this process runs, so the switchover is seen at
+        once. Without such a call (re-attached after a restart, or the call lost its connection
+        and libvirt is asked instead) there is nothing to wait on: False, the monitor sleeps."""
+        t = self._transfer(data)
+        if t is None or t.thread is None or t.outcome == "lost":
+            return False
+        t.done.wait(timeout)
+        return True
 
     def _source_domain(self, t: _Transfer) -> Any | None:
         try:
