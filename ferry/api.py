@@ -40,6 +40,7 @@ from ferry.persistence.db import Database, default_database_url
 from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
 from ferry.tasks.base import primary_failure
+from ferry.tasks.scheduling import validate_placement
 from ferry.tasks.validate import validate_request
 
 LOG = logging.getLogger(__name__)
@@ -188,16 +189,20 @@ class Orchestrator:
         return self.events.subscribe(callback)
 
     def hosts(self) -> builtins.list[dict[str, Any]]:
-        """Every host with capacity, usage and what migrations in flight have claimed on it."""
-        infos = self.drivers.host_infos()
-        claimed = self.claims.claimed()
-        out = []
-        for h in infos:
-            cv, cm, cd = claimed.get(h.name, (0, 0, 0))
-            out.append(
-                dict(h.to_dict(), claimed_vcpus=cv, claimed_memory_mb=cm, claimed_disk_gb=cd)
-            )
-        return out
+        """Every host with capacity, usage, what migrations in flight have claimed on it, how
+        many migrations are in flight into or out of it, its host groups and its NUMA cells (free
+        pCPUs and memory per cell). The host state cache is refreshed from the drivers first;
+        hosts with migrations in flight show ferry's accounting."""
+        self.refresh_host_states()
+        return [
+            s.to_dict() for s in self.claims.host_states() if self.drivers.has_host(s.host.name)
+        ]
+
+    def refresh_host_states(self) -> None:
+        """Refresh the scheduler's host state cache from every driver now."""
+        from ferry.tasks.scheduling import refresh_host_states
+
+        refresh_host_states(self.context, force=True)
 
     def instances(self) -> builtins.list[Instance]:
         return self.drivers.list_instances()
@@ -248,8 +253,13 @@ class Orchestrator:
         *,
         max_attempts: int | None = None,
         overrides: dict[str, Any] | None = None,
+        to_group: str | None = None,
+        not_with: Iterable[str] | None = None,
     ) -> Any:
         """Live-migrate ``instance`` (name or UUID) to ``destination`` (None = the scheduler picks).
+
+        ``to_group``: the scheduler picks a host of that host group only; ``not_with``: names or
+        UUIDs of instances the instance must not share a host with.
 
         Bad requests raise at once and change nothing: InstanceNotFound, InstanceInvalidState,
         HostNotFound, ComputeHostUnavailable, UnableToMigrateToSelf, MigrationInProgress,
@@ -259,7 +269,13 @@ class Orchestrator:
         returns a :class:`MigrationHandle` at once; the run goes on in a background thread.
         """
         migration_id = self.create(
-            instance, destination, block_migration, max_attempts=max_attempts, overrides=overrides
+            instance,
+            destination,
+            block_migration,
+            max_attempts=max_attempts,
+            overrides=overrides,
+            to_group=to_group,
+            not_with=not_with,
         )
         if wait:
             return self._run(migration_id)
@@ -274,6 +290,8 @@ class Orchestrator:
         max_attempts: int | None = None,
         overrides: dict[str, Any] | None = None,
         status: MigrationStatus = MigrationStatus.ACCEPTED,
+        to_group: str | None = None,
+        not_with: Iterable[str] | None = None,
     ) -> str:
         """Validate the request, create the record, the instance lock and the logbook; run nothing.
 
@@ -290,9 +308,12 @@ class Orchestrator:
             block_migration=block_migration,
             max_attempts=max_attempts,
             overrides=dict(overrides or {}),
+            to_group=to_group,
+            not_with=[str(v) for v in not_with or ()],
         )
         inst = self.drivers.find_instance(instance)
         validate_request(self.context, inst, request)
+        validate_placement(self.context, inst, request)
         migration_id = str(uuid.uuid4())
         self.migrations.create(migration_id, inst, request.to_dict(), status=status)
         try:
@@ -318,6 +339,8 @@ class Orchestrator:
         *,
         max_attempts: int | None = None,
         overrides: dict[str, Any] | None = None,
+        to_group: str | None = None,
+        not_with: Iterable[str] | None = None,
     ) -> str:
         """Create the migration (status ``queued``) and post it as a job to the configured job
         board (``[jobboard] url``); a conductor runs it. Returns the migration id at once.
@@ -334,6 +357,8 @@ class Orchestrator:
             max_attempts=max_attempts,
             overrides=overrides,
             status=MigrationStatus.QUEUED,
+            to_group=to_group,
+            not_with=not_with,
         )
         try:
             store.post(migration_id)

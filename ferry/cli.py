@@ -293,6 +293,7 @@ def demo(state: State, speed: float | None, as_json: bool) -> None:
     if sim is None:
         fail("the demo runs on the simulated cluster; remove [[hosts]] from the config")
     sim.reset()  # type: ignore[union-attr]
+    orch.refresh_host_states()  # the scheduler's cache must forget the cluster before the reset
     if not as_json:
         console.print(f"[bold]ferry demo[/bold]: simulated cluster reset in {orch.db}")
         print_hosts(orch.hosts())
@@ -304,6 +305,7 @@ def demo(state: State, speed: float | None, as_json: bool) -> None:
 
 
 def print_hosts(hosts: list[dict[str, Any]]) -> None:
+    grouped = any(h.get("groups") for h in hosts)
     t = Table(show_edge=False)
     for col in (
         "host",
@@ -313,8 +315,11 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
         "enabled",
         "vCPUs used/total",
         "RAM MiB used/total",
-        "claimed MiB",
+        "claimed vCPUs/MiB",
+        "in flight",
+        "NUMA cell: free pCPUs, MiB",
         "storage",
+        *(["groups"] if grouped else []),
     ):
         t.add_column(col)
     for h in hosts:
@@ -326,10 +331,33 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
             "yes" if h["enabled"] else "no",
             f"{h['vcpus_used']}/{h['vcpus']}",
             f"{h['memory_mb_used']}/{h['memory_mb']}",
-            str(h["claimed_memory_mb"]),
+            f"{h.get('claimed_vcpus', 0)}/{h['claimed_memory_mb']}",
+            str(h.get("migrations_in_flight", 0)),
+            format_cells(h.get("numa_cells") or []),
             h.get("storage_group") or "local",
+            *([",".join(h.get("groups") or []) or "-"] if grouped else []),
         )
     console.print(t)
+
+
+def format_cells(cells: list[dict[str, Any]]) -> str:
+    """One line per NUMA cell: ``0: 1,3 15360`` (cell, its free pCPUs, its free MiB)."""
+    if not cells:
+        return "-"
+    return "\n".join(
+        f"{c['cell']}: {format_cpuset(c['free_pcpus']) or 'none'}, {c['free_mb']}" for c in cells
+    )
+
+
+def format_cpuset(cpus: list[int]) -> str:
+    """``0-3,8,10-11``"""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and ranges[-1][1] == cpu - 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
 @cli.command()
@@ -337,7 +365,7 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
 @click.pass_obj
 @guarded
 def hosts(state: State, as_json: bool) -> None:
-    """Hosts with capacity, usage and claims."""
+    """Hosts with capacity, usage, claims, migrations in flight and NUMA cells."""
     data = state.orchestrator().hosts()
     if as_json:
         emit_json(data)
@@ -386,6 +414,18 @@ def instances(state: State, as_json: bool) -> None:
     "--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out)."
 )
 @click.option(
+    "--to-group",
+    metavar="NAME",
+    default=None,
+    help="Only hosts of this host group ([scheduler.groups] or the hosts' group label).",
+)
+@click.option(
+    "--not-with",
+    metavar="VM[,VM..]",
+    multiple=True,
+    help="Never onto a host where one of these VMs runs or is being migrated to.",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -404,6 +444,8 @@ def migrate(
     destination: str | None,
     block_migration: bool | None,
     max_attempts: int | None,
+    to_group: str | None,
+    not_with: tuple[str, ...],
     overrides: tuple[str, ...],
     detach: bool,
     as_json: bool,
@@ -411,9 +453,18 @@ def migrate(
     """Live-migrate VM (name or UUID)."""
     orch = state.orchestrator()
     parsed = parse_overrides(overrides)
+    placement: dict[str, Any] = {
+        "to_group": to_group,
+        "not_with": [v.strip() for item in not_with for v in item.split(",") if v.strip()],
+    }
     if detach:
         mid = orch.create(
-            vm, destination, block_migration, max_attempts=max_attempts, overrides=parsed
+            vm,
+            destination,
+            block_migration,
+            max_attempts=max_attempts,
+            overrides=parsed,
+            **placement,
         )
         spawn_resume(state, mid)
         if as_json:
@@ -424,7 +475,12 @@ def migrate(
     run_with_progress(
         orch,
         lambda: orch.live_migrate(
-            vm, destination, block_migration, max_attempts=max_attempts, overrides=parsed
+            vm,
+            destination,
+            block_migration,
+            max_attempts=max_attempts,
+            overrides=parsed,
+            **placement,
         ),
         as_json,
     )
@@ -674,6 +730,18 @@ def force_complete(state: State, migration_id: str, as_json: bool) -> None:
     metavar="KEY=VALUE",
     help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.",
 )
+@click.option(
+    "--to-group",
+    metavar="NAME",
+    default=None,
+    help="Only hosts of this host group ([scheduler.groups] or the hosts' group label).",
+)
+@click.option(
+    "--not-with",
+    metavar="VM[,VM..]",
+    multiple=True,
+    help="Never onto a host where one of these VMs runs or is being migrated to.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @guarded
@@ -684,6 +752,8 @@ def submit(
     block_migration: bool | None,
     max_attempts: int | None,
     overrides: tuple[str, ...],
+    to_group: str | None,
+    not_with: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Post a live migration of VM to the job board ([jobboard] url); a conductor runs it.
@@ -695,6 +765,8 @@ def submit(
         block_migration,
         max_attempts=max_attempts,
         overrides=parse_overrides(overrides),
+        to_group=to_group,
+        not_with=[v.strip() for item in not_with for v in item.split(",") if v.strip()],
     )
     if as_json:
         row = orch.jobstore.jobs.get(mid) or {}

@@ -19,6 +19,13 @@ The file shape (every section optional)::
     speed = 1.0                              # simulated s per wall s; 0 = stepped (tests)
     [runner]
     lease_seconds = 30
+    [scheduler]
+    weigher = "spread"                       # or "pack": most / least free RAM first
+    ram_weight_multiplier = 1.0
+    in_flight_weight_multiplier = 1.0        # prefer hosts with fewer migrations in flight
+    host_state_ttl = 60                      # s; older cached host states are refreshed first
+    [scheduler.groups]                       # host aggregates for --to-group (labels work too)
+    gpu = ["compute-2", "compute-3"]
     [jobboard]                               # the job store (ferry submit / ferry conductor)
     url = "redis://127.0.0.1:6379/0"         # or zookeeper://HOST:2181/PATH; no password here
     namespace = "ferry"                      # redis key prefix
@@ -124,6 +131,36 @@ class SimulatedSettings:
     def validate(self, where: str) -> None:
         if self.speed < 0:
             raise ConfigError(f"{where}: speed must be >= 0")
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How destinations are chosen (see ``ferry.scheduler``): the weighers' strategy and
+    multipliers, how old the cached host states may get before scheduling refreshes them from
+    the drivers, and host aggregates by name (hosts also join one with a ``group``/``groups``
+    label)."""
+
+    weigher: str = "spread"
+    ram_weight_multiplier: float = 1.0
+    in_flight_weight_multiplier: float = 1.0
+    host_state_ttl: float = 60.0
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        if self.weigher not in ("spread", "pack"):
+            raise ConfigError(f"{where}: weigher must be one of spread, pack")
+        for name in ("ram_weight_multiplier", "in_flight_weight_multiplier"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}: {name} must be >= 0")
+        if self.host_state_ttl < 0:
+            raise ConfigError(f"{where}: host_state_ttl must be >= 0 (s)")
+        if not isinstance(self.groups, dict):
+            raise ConfigError(f"{where}: groups must be a table of host lists")
+        for group, hosts in self.groups.items():
+            if not group or "," in group:
+                raise ConfigError(f"{where}: group name {group!r} must be non-empty, without ','")
+            if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+                raise ConfigError(f"{where}: groups.{group} must be a list of host names")
 
 
 @dataclass(frozen=True)
@@ -237,6 +274,7 @@ class Settings:
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     simulated: SimulatedSettings = field(default_factory=SimulatedSettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     hosts: tuple[HostConfig, ...] = ()
     jobboard: JobBoardSettings = field(default_factory=JobBoardSettings)
     conductor: ConductorSettings = field(default_factory=ConductorSettings)
@@ -311,7 +349,7 @@ def parse_settings(
     data: dict[str, Any], where: str = "configuration", base_dir: Path | None = None
 ) -> Settings:
     known = {"database", "migration", "simulated", "runner", "hosts"}
-    known |= {"jobboard", "conductor", "limits"}
+    known |= {"jobboard", "conductor", "limits", "scheduler"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}")
@@ -326,6 +364,7 @@ def parse_settings(
     if simulated.cluster and base_dir is not None and not Path(simulated.cluster).is_absolute():
         simulated = dataclasses.replace(simulated, cluster=str(base_dir / simulated.cluster))
     runner = _build(RunnerSettings, _table(data, "runner", where), f"{where} [runner]")
+    scheduler = _build(SchedulerSettings, _table(data, "scheduler", where), f"{where} [scheduler]")
     jobboard = _build(JobBoardSettings, _table(data, "jobboard", where), f"{where} [jobboard]")
     if jobboard.password_file and base_dir is not None:
         pw_file = Path(jobboard.password_file).expanduser()
@@ -360,6 +399,7 @@ def parse_settings(
         migration=migration,
         simulated=simulated,
         runner=runner,
+        scheduler=scheduler,
         hosts=tuple(hosts),
         jobboard=jobboard,
         conductor=conductor,

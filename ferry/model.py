@@ -124,13 +124,19 @@ class Instance(_Record):
 
 @dataclass
 class MigrationRequest(_Record):
-    """What the user asked for. ``instance`` is a name or a UUID."""
+    """What the user asked for. ``instance`` is a name or a UUID.
+
+    ``to_group``: only hosts of that host group (affinity); ``not_with``: instances (names or
+    UUIDs) the instance must not share a host with (anti-affinity).
+    """
 
     instance: str
     destination: str | None = None
     block_migration: bool | None = None
     max_attempts: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    to_group: str | None = None
+    not_with: list[str] = field(default_factory=list)
 
 
 @dataclass

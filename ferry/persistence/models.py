@@ -107,12 +107,46 @@ class HostStateRow(Base):
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     storage_group: Mapped[str | None] = mapped_column(sa.String(255))
     updated_at: Mapped[float] = mapped_column(sa.Float)
+    #: the host's labels as its driver reports them (the NUMA state is in ferry_host_numa_cells)
+    labels: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    #: the host aggregates it belongs to, as ",a,b," (from its labels ``group`` / ``groups``)
+    groups: Mapped[str] = mapped_column(sa.String(1024), default=",", server_default=",")
+    #: when ferry last changed the usage itself (a claim turned into usage, a source released):
+    #: a driver report read before that no longer overwrites the usage
+    accounted_at: Mapped[float] = mapped_column(sa.Float, default=0.0, server_default="0")
+
+
+class HostNumaCellRow(Base):
+    """One NUMA cell of a cached host: its pCPUs and memory, what guests pin / use in it (the
+    driver's report, then ferry's accounting) and what migrations in flight claimed in it.
+
+    Free pCPUs = ``n_cpus - n_pinned - claimed_pcpus``; free MiB = ``memory_mb - used_mb -
+    claimed_mb`` (the scheduler filters on these in SQL).
+    """
+
+    __tablename__ = "ferry_host_numa_cells"
+
+    host: Mapped[str] = mapped_column(
+        sa.ForeignKey("ferry_host_states.name", ondelete="CASCADE"), primary_key=True
+    )
+    cell: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    cpus: Mapped[list[Any]] = mapped_column(sa.JSON)
+    memory_mb: Mapped[int] = mapped_column(sa.BigInteger)
+    pinned: Mapped[list[Any]] = mapped_column(sa.JSON)
+    n_cpus: Mapped[int] = mapped_column(sa.Integer)
+    n_pinned: Mapped[int] = mapped_column(sa.Integer)
+    used_mb: Mapped[int] = mapped_column(sa.BigInteger)
+    claimed_pcpus: Mapped[int] = mapped_column(sa.Integer, default=0)
+    claimed_mb: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
 
 class ClaimRow(Base):
-    """Resources held on a destination by one migration (released on revert/completion)."""
+    """Resources held by one migration: on its destination (``kind = "destination"``: released
+    on revert, turned into usage on completion) and on its source (``kind = "source"``: the
+    instance's usage there, released only after post-migration at the source)."""
 
     __tablename__ = "ferry_claims"
+    __table_args__ = (sa.Index("ix_ferry_claims_host", "host"),)
 
     migration_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     host: Mapped[str] = mapped_column(sa.ForeignKey("ferry_host_states.name"), primary_key=True)
@@ -121,6 +155,27 @@ class ClaimRow(Base):
     memory_mb: Mapped[int] = mapped_column(sa.BigInteger)
     disk_gb: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[float] = mapped_column(sa.Float)
+    kind: Mapped[str] = mapped_column(
+        sa.String(16), default="destination", server_default="destination"
+    )
+    #: the NUMA cell and pinning (``Pinning.to_driver_data()``) of a pinned guest
+    numa_cell: Mapped[int | None] = mapped_column(sa.Integer)
+    pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
+class PcpuClaimRow(Base):
+    """A pCPU of a host claimed by a migration in flight. The primary key makes two claims of
+    the same pCPU impossible, whatever the isolation level or the number of processes."""
+
+    __tablename__ = "ferry_pcpu_claims"
+
+    host: Mapped[str] = mapped_column(
+        sa.ForeignKey("ferry_host_states.name", ondelete="CASCADE"), primary_key=True
+    )
+    pcpu: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    migration_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    cell: Mapped[int] = mapped_column(sa.Integer)
+    vcpu: Mapped[int] = mapped_column(sa.Integer)
 
 
 class LeaseRow(Base):

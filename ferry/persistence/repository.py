@@ -25,6 +25,9 @@ from ferry.persistence.models import (
     MigrationEventRow,
     MigrationRow,
 )
+from ferry.scheduler import claims as claim_ops
+from ferry.scheduler import state as host_state
+from ferry.scheduler.numa import Pinning
 
 M = cast(sa.Table, MigrationRow.__table__)
 EV = cast(sa.Table, MigrationEventRow.__table__)
@@ -58,38 +61,6 @@ DELETE_LOCK = LOCK.delete().where(
 SELECT_REJECTED = sa.select(AT.c.host, AT.c.reason).where(
     AT.c.migration_id == _ID, AT.c.outcome == "rejected"
 )
-
-
-_V: sa.BindParameter[Any] = sa.bindparam("_vcpus")
-_M_: sa.BindParameter[Any] = sa.bindparam("_memory_mb")
-_D: sa.BindParameter[Any] = sa.bindparam("_disk_gb")
-SELECT_CLAIM = sa.select(CL.c.host).where(CL.c.migration_id == _ID, CL.c.host == sa.bindparam("_h"))
-CLAIM_HOST = (
-    HS.update()
-    .where(
-        HS.c.name == sa.bindparam("_h"),
-        HS.c.vcpus - HS.c.vcpus_used - HS.c.claimed_vcpus >= _V,
-        HS.c.memory_mb - HS.c.memory_mb_used - HS.c.claimed_memory_mb >= _M_,
-        HS.c.disk_gb - HS.c.disk_gb_used - HS.c.claimed_disk_gb >= _D,
-    )
-    .values(
-        claimed_vcpus=HS.c.claimed_vcpus + _V,
-        claimed_memory_mb=HS.c.claimed_memory_mb + _M_,
-        claimed_disk_gb=HS.c.claimed_disk_gb + _D,
-    )
-)
-UNCLAIM_HOST = (
-    HS.update()
-    .where(HS.c.name == sa.bindparam("_h"))
-    .values(
-        claimed_vcpus=HS.c.claimed_vcpus - _V,
-        claimed_memory_mb=HS.c.claimed_memory_mb - _M_,
-        claimed_disk_gb=HS.c.claimed_disk_gb - _D,
-    )
-)
-INSERT_CLAIM = CL.insert()
-SELECT_CLAIMS = sa.select(CL).where(CL.c.migration_id == _ID)
-DELETE_CLAIM = CL.delete().where(CL.c.migration_id == _ID, CL.c.host == sa.bindparam("_h"))
 
 
 @functools.cache
@@ -401,40 +372,43 @@ class MigrationRepository:
 
 
 class ClaimRepository:
-    """Destination resource claims, taken atomically against cached host capacity."""
+    """Destination claims and source holds on the host state cache (see
+    :mod:`ferry.scheduler.claims`: atomic on SQLite and PostgreSQL, idempotent)."""
 
     def __init__(self, db: Database, now: Callable[[], float] = time.time) -> None:
         self.db = db
         self.now = now
 
-    def refresh_hosts(self, hosts: Iterable[Host]) -> dict[str, tuple[int, int, int]]:
-        """Cache drivers' capacity and usage (the claimed columns are left alone); returns what
-        is claimed on every host (:meth:`claimed`), read in the same transaction."""
-        now = self.now()
-        rows = [
-            {
-                "name": h.name,
-                "driver": h.driver,
-                "hypervisor_type": h.hypervisor_type,
-                "hypervisor_version": h.hypervisor_version,
-                "vcpus": h.vcpus,
-                "memory_mb": h.memory_mb,
-                "disk_gb": h.disk_gb,
-                "vcpus_used": h.vcpus_used,
-                "memory_mb_used": h.memory_mb_used,
-                "disk_gb_used": h.disk_gb_used,
-                "up": h.up,
-                "enabled": h.enabled,
-                "storage_group": h.storage_group,
-                "updated_at": now,
-            }
-            for h in hosts
-        ]
-        update = [k for k in rows[0] if k != "name"] if rows else []
-        claimed = {"claimed_vcpus": 0, "claimed_memory_mb": 0, "claimed_disk_gb": 0}
+    def refresh_hosts(
+        self,
+        hosts: Iterable[Host],
+        *,
+        reported_at: float | None = None,
+        complete: bool = False,
+    ) -> dict[str, tuple[int, int, int]]:
+        """Cache drivers' reports, read at ``reported_at`` (default: now) or later, with their
+        NUMA cells (see :mod:`ferry.scheduler.state`: hosts with migrations in flight keep their
+        usage, claims are left alone; ``complete``: hosts missing from ``hosts`` are marked
+        down). Returns what is claimed on every host (:meth:`claimed`), read in the same
+        transaction."""
+        at = self.now() if reported_at is None else reported_at
         with self.db.connect() as conn:
-            _upsert(conn, HS, [{**r, **claimed} for r in rows], keys=["name"], update=update)
+            host_state.write_reports(conn, list(hosts), at, complete=complete)
             return self._claimed(conn)
+
+    def host_states(self, names: Iterable[str] | None = None) -> list[host_state.HostState]:
+        """The cached hosts (all, or ``names``) with claims, NUMA cells and migrations in
+        flight."""
+        with self.db.connect() as conn:
+            return host_state.load_states(conn, None if names is None else list(names))
+
+    def cache_age(self) -> tuple[int, float | None]:
+        """(cached hosts that are up, the oldest of their reports' times)."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(HS.c.updated_at)).where(HS.c.up.is_(True))
+            ).one()
+        return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
     def claimed(self) -> dict[str, tuple[int, int, int]]:
         """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""
@@ -448,56 +422,49 @@ class ClaimRepository:
         ).all()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
-    def claim(self, migration_id: str, host: str, instance: Instance) -> bool:
+    def claim(
+        self, migration_id: str, host: str, instance: Instance, *, source: str | None = None
+    ) -> bool:
         """Hold the instance's resources on ``host``. True when held (also when already held by
         this migration); False when the host has no room after other claims."""
-        need = {
-            "vcpus": instance.vcpus,
-            "memory_mb": instance.memory_mb,
-            "disk_gb": instance.disk_gb,
-        }
+        return self.claim_resources(migration_id, host, instance, source=source).ok
+
+    def claim_resources(
+        self, migration_id: str, host: str, instance: Instance, *, source: str | None = None
+    ) -> claim_ops.ClaimResult:
+        """Hold the instance's vCPUs, RAM, disk and, for a pinned guest, the exact pCPUs of one
+        NUMA cell on ``host``; with ``source``, also hold its usage there until
+        :meth:`release_source`. One transaction; the result says what was held or why not."""
+        try:
+            with self.db.connect() as conn:
+                return claim_ops.take(
+                    conn, migration_id, host, instance, source=source, now=self.now()
+                )
+        except claim_ops.ClaimRefused as exc:
+            return claim_ops.ClaimResult(False, reason=exc.reason)
+
+    def pinning(self, migration_id: str, host: str) -> Pinning | None:
+        """The pinning ``migration_id`` claimed on ``host`` (None: unpinned or no claim)."""
         with self.db.connect() as conn:
-            if conn.execute(SELECT_CLAIM, {"_id": migration_id, "_h": host}).first() is not None:
-                return True
-            bound = {
-                "_vcpus": instance.vcpus,
-                "_memory_mb": instance.memory_mb,
-                "_disk_gb": instance.disk_gb,
-            }
-            if conn.execute(CLAIM_HOST, {"_h": host, **bound}).rowcount != 1:
-                return False
-            conn.execute(
-                INSERT_CLAIM,
-                {
-                    "migration_id": migration_id,
-                    "host": host,
-                    "instance_uuid": instance.uuid,
-                    **need,
-                    "created_at": self.now(),
-                },
-            )
-            return True
+            return claim_ops.pinning(conn, migration_id, host)
 
     def release(self, migration_id: str, host: str | None = None) -> int:
-        """Give back the claims of ``migration_id`` (on ``host`` only, if given). Idempotent."""
-        released = 0
+        """Give back the claims of ``migration_id`` (on ``host`` only, if given) and drop its
+        source hold (the usage there stays: the guest did not leave). Idempotent."""
         with self.db.connect() as conn:
-            for c in conn.execute(SELECT_CLAIMS, {"_id": migration_id}).mappings().all():
-                if host is not None and c["host"] != host:
-                    continue
-                gone = conn.execute(DELETE_CLAIM, {"_id": migration_id, "_h": c["host"]})
-                if gone.rowcount:
-                    conn.execute(
-                        UNCLAIM_HOST,
-                        {
-                            "_h": c["host"],
-                            "_vcpus": c["vcpus"],
-                            "_memory_mb": c["memory_mb"],
-                            "_disk_gb": c["disk_gb"],
-                        },
-                    )
-                    released += 1
-        return released
+            return claim_ops.release(conn, migration_id, host)
+
+    def release_source(self, migration_id: str) -> str | None:
+        """After post-migration at the source: the instance's usage and pinned pCPUs there are
+        released. Returns the source (None when already done). Idempotent."""
+        with self.db.connect() as conn:
+            return claim_ops.release_source(conn, migration_id, self.now())
+
+    def complete(self, migration_id: str) -> str | None:
+        """The destination claim becomes usage (its pCPUs pinned). Returns the destination
+        (None when already done). Idempotent."""
+        with self.db.connect() as conn:
+            return claim_ops.complete(conn, migration_id, self.now())
 
     def list(self, migration_id: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(CL)

@@ -24,24 +24,27 @@ pCPUs, then the least free memory, then the lowest id; inside it, the lowest-num
 vCPU 0 on the lowest. Packing pinned guests into the tightest cell keeps large cells whole for
 large guests.
 
-Wiring (what the scheduler of issue 7 is meant to do with this)
----------------------------------------------------------------
-1. *Host state cache.* When drivers are refreshed, each host's :class:`HostNumaState` (topology,
-   pinned sets, per-cell memory use) is stored next to ``ferry_host_states`` (a JSON column or a
-   ``ferry_host_numa_cells`` table), so scheduling never calls every hypervisor. The pCPUs held by
-   in-flight claims are merged in with :meth:`HostNumaState.with_pinning` before filtering.
-2. *Filtering.* :func:`numa_filter` (a lookup of cached states) or :func:`numa_fit_filter` (the
-   state serialised in the host's ``labels[NUMA_LABEL]``) has the signature of the filters in
-   :mod:`ferry.scheduler.filters` and is appended to ``FILTERS``; unpinned guests always pass.
-3. *Claim.* For the chosen host, :func:`pin_instance` computes the pinning; the claim stores its
-   exact pCPUs and cell atomically (a conditional insert that fails when any of those pCPUs is
-   already claimed or pinned), so two concurrent migrations cannot take the same pCPUs.
-4. *Driver.* ``Pinning.to_driver_data()`` goes into ``MigrateData.driver_data`` (key
-   ``numa_pinning``); the libvirt driver rewrites ``<cputune>/<vcpupin>`` and ``<numatune>`` in the
-   destination XML, the simulated driver records it.
+Wiring (issue 7)
+----------------
+1. *Host state cache.* Drivers report each host's :class:`HostNumaState` in
+   ``labels[NUMA_LABEL]``; :mod:`ferry.scheduler.state` caches it as one row per cell in
+   ``ferry_host_numa_cells`` (pinned pCPUs, used memory, and the pCPUs / memory migrations in
+   flight claimed), so scheduling never calls every hypervisor.
+2. *Filtering.* :class:`ferry.scheduler.scheduler.HostScheduler` filters NUMA fit in SQL (a cell
+   with enough free pCPUs and memory) and checks its choice with :func:`numa_fit_filter` on the
+   candidate's cached state (claimed pCPUs merged in); unpinned guests always pass. When no host
+   is left, every host's reason comes from the same Python filters.
+3. *Claim.* :func:`ferry.scheduler.claims.take` computes the pinning on the locked host state
+   (:meth:`HostNumaState.fit`) and stores its exact pCPUs (``ferry_pcpu_claims``, primary key
+   host + pCPU) and cell in the same transaction, so two concurrent migrations cannot take the
+   same pCPUs.
+4. *Driver.* The check-destination task puts ``Pinning.to_driver_data()`` into
+   ``MigrateData.driver_data["numa_pinning"]`` (the claimed pinning wins over the driver's own);
+   the libvirt driver rewrites ``<cputune>/<vcpupin>`` and ``<numatune>`` in the destination
+   XML, the simulated driver records it.
 5. *Release order.* The source's pinned pCPUs stay accounted until post-migration at the source
    releases them; then the instance record is updated; then the destination's claim turns into
-   usage.
+   usage (:mod:`ferry.tasks.finish`).
 """
 
 from __future__ import annotations
@@ -355,12 +358,13 @@ def numa_filter(states: Mapping[str, HostNumaState] | NumaLookup) -> Filter:
 
 
 def numa_fit_filter(c: HostCandidate, inst: Instance, _src: Host) -> str | None:
-    """The NUMA fit filter reading the host's state from ``c.host.labels[NUMA_LABEL]`` (JSON of
+    """The NUMA fit filter on the candidate's cached state (``c.numa``, claimed pCPUs merged in)
+    or, without one, the state in ``c.host.labels[NUMA_LABEL]`` (JSON of
     :meth:`HostNumaState.to_dict`). Same signature as the filters in ``filters.py``."""
     request = _request(inst)
     if not request.pinned:
         return None
-    state = host_numa_state(c.host)
+    state = c.numa if c.numa is not None else host_numa_state(c.host)
     if state is None:
         return NO_TOPOLOGY
     return state.check(request)

@@ -52,6 +52,9 @@ class CheckDestination(FerryTask):
     """The destination's driver checks it can take the instance and decides block migration when
     the request leaves it open (block migration iff storage is not shared).
 
+    The pCPUs the scheduler claimed for a pinned guest replace the driver's own pick in the
+    migrate data (``driver_data["numa_pinning"]``).
+
     Revert: the driver's cleanup of the destination check data.
     """
 
@@ -73,6 +76,9 @@ class CheckDestination(FerryTask):
             destination,
             request.get("block_migration"),
         )
+        claimed = context.claims.pinning(migration_id, destination)
+        if claimed is not None:  # the scheduler's claimed pCPUs win over the driver's own pick
+            data = data.with_driver_data(numa_pinning=claimed.to_driver_data())
         return data.to_dict()
 
     def revert(

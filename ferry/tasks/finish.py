@@ -1,5 +1,10 @@
 """After the switchover: post at source, post at destination, complete. Roll forward only.
 
+The host state cache follows seed 004's order: the instance's usage on the source (its pinned
+pCPUs included) is released only after post-migration at the source succeeded; then the instance
+record is updated (the migration ``completed``, the instance on its destination, the lock
+released); then the destination's claim turns into usage.
+
 The finish subflow has its own retry controller (:class:`RollForward`): a failing post step is
 retried with backoff; when the retries run out only this subflow is reverted (its tasks undo
 nothing) and the migration is recorded ``error`` with what is left. The VM stays on the
@@ -21,6 +26,10 @@ from ferry.tasks.base import LOG, FerryTask, describe, instance_of, migrate_data
 
 class RollForward(retry.Retry):
     """Retry controller of the finish subflow: ``post_retries`` attempts, exponential backoff.
+
+    When the retries run out the destination claim turns into usage (the instance runs there)
+    and the source hold is dropped without releasing the source's usage: post at source may not
+    have run, and the source's next driver report corrects it.
 
     Revert: (retries exhausted) record ``error`` with the failed steps as leftovers, release the
     destination claim (the instance now counts as usage there) and the instance lock.
@@ -70,6 +79,7 @@ class RollForward(retry.Retry):
                 f"the VM runs on {record.destination}, but post-switchover steps failed after "
                 f"{len(history)} attempt(s): {'; '.join(steps) or 'unknown failure'}"
             )
+            context.claims.complete(migration_id)
             context.claims.release(migration_id)
             context.migrations.set_status(
                 migration_id,
@@ -88,6 +98,9 @@ class PostAtSource(FerryTask):
     """Clean the source: the driver undefines the old guest, removes local files unless storage
     is shared, disconnects volumes (Nova's ``post_live_migration_at_source``).
 
+    Then, not before (seed 004), the instance's usage and pinned pCPUs on the source are
+    released in the host state cache.
+
     Revert: nothing (the switchover is never undone; a failure is recorded by the finish retry).
     """
 
@@ -100,6 +113,7 @@ class PostAtSource(FerryTask):
     ) -> None:
         data = migrate_data_of(prepared_migrate_data)
         context.driver(data.source).post_live_migration_at_source(instance_of(instance), data)
+        context.claims.release_source(migration_id)
 
     def revert(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -132,6 +146,9 @@ class Complete(FerryTask):
     """Record the new host and ``completed``; the claim becomes usage (the driver now counts the
     instance on the destination), the instance lock is released.
 
+    The order is seed 004's: the record (new host, ``completed``, lock released) first, then the
+    destination claim turns into usage (its pCPUs pinned there).
+
     Revert: nothing (roll forward only).
     """
 
@@ -144,7 +161,6 @@ class Complete(FerryTask):
         transfer_result: dict[str, Any],
     ) -> None:
         data = migrate_data_of(prepared_migrate_data)
-        context.claims.release(migration_id)
         context.migrations.set_status(
             migration_id,
             MigrationStatus.COMPLETED,
@@ -152,6 +168,7 @@ class Complete(FerryTask):
             error=None,
             unlock=instance_of(instance).uuid,
         )
+        context.claims.complete(migration_id)
 
     def revert(self, *args: Any, **kwargs: Any) -> None:
         return None

@@ -1,14 +1,18 @@
-"""Destination selection: the reschedule retry controller, the scheduler call and the claim."""
+"""Destination selection: the reschedule retry controller, the scheduler call and the claim
+(with the exact pCPUs of a pinned guest)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from taskflow import retry
 
 from ferry import errors
 from ferry.context import Context
-from ferry.scheduler import HostCandidate, select_destination
+from ferry.model import Instance, MigrationRequest
+from ferry.scheduler.claims import NO_ROOM
+from ferry.scheduler.scheduler import HostScheduler, anti_affinity
 from ferry.tasks.base import LOG, FerryTask, instance_of, safe_revert
 
 
@@ -68,8 +72,68 @@ def host_rejected(ctx: Context, migration_id: str, exc: errors.MigrationPreCheck
     )
 
 
+def refresh_host_states(context: Context, *, force: bool = False) -> None:
+    """Refresh the host state cache from every driver when it is empty or its oldest report is
+    older than ``[scheduler] host_state_ttl`` (or when ``force``); otherwise do nothing, so
+    scheduling reads the database and calls no hypervisor."""
+    count, oldest = context.claims.cache_age()
+    now = context.claims.now()
+    ttl = context.settings.scheduler.host_state_ttl
+    if force or count == 0 or oldest is None or now - oldest > ttl:
+        context.claims.refresh_hosts(context.drivers.host_infos(), reported_at=now, complete=True)
+
+
+def validate_placement(context: Context, instance: Instance, request: MigrationRequest) -> None:
+    """Check a request's ``to_group`` and ``not_with`` before anything is created.
+
+    :raises ConfigError: combined with a forced destination, an unknown host group, the
+        instance named in its own ``not_with``.
+    :raises InstanceNotFound: a ``not_with`` instance does not exist.
+    """
+    if not request.to_group and not request.not_with:
+        return
+    if request.destination:
+        raise errors.ConfigError(
+            "a forced destination skips the scheduler: it cannot be combined with a host group "
+            "or anti-affinity"
+        )
+    if request.to_group:
+        scheduler = HostScheduler(context.db, context.settings.scheduler)
+        if not scheduler.group_known(request.to_group):  # a label added since the last refresh?
+            refresh_host_states(context, force=True)
+        if not scheduler.group_known(request.to_group):
+            raise errors.ConfigError(
+                f"unknown host group {request.to_group!r} (neither in [scheduler.groups] nor on "
+                "any host's group/groups label)"
+            )
+    for ref in request.not_with:
+        other = context.drivers.find_instance(ref)
+        if other.uuid == instance.uuid:
+            raise errors.ConfigError(f"{instance.name} cannot be kept away from itself")
+
+
+def avoided_hosts(context: Context, request: dict[str, Any]) -> dict[str, str]:
+    """Host -> reason for the hosts ``not_with`` (anti-affinity) rules out: where the named
+    instances run (asked of their drivers) and where their migrations hold claims."""
+    refs = [str(r) for r in request.get("not_with") or ()]
+    if not refs:
+        return {}
+    named = []
+    for ref in refs:
+        try:
+            named.append(context.drivers.find_instance(ref))
+        except errors.InstanceNotFound:
+            LOG.info("anti-affinity: instance %s no longer exists", ref)
+    return anti_affinity(named, context.claims.list())
+
+
 class Schedule(FerryTask):
     """Pick the destination: the forced one, or the scheduler's best host minus the exclusions.
+
+    The scheduler reads the host state cache (refreshed from the drivers when older than
+    ``[scheduler] host_state_ttl``) and applies the filters (up/enabled, not the source,
+    hypervisor, capacity after claims, ``to_group``, ``not_with``, NUMA cell fit of a pinned
+    guest) and the weighers of ``[scheduler]``.
 
     Raises :class:`NoValidHost` with every host's reason when none is left.
     Revert: nothing to undo (the attempt stays on the record as history).
@@ -92,13 +156,21 @@ class Schedule(FerryTask):
                 raise errors.NoValidHost({forced: rejected[forced]})
             destination = str(forced)
         else:
-            infos = context.drivers.host_infos()
-            claimed = context.claims.refresh_hosts(infos)
-            by_name = {h.name: h for h in infos}
-            if source_host not in by_name:
-                raise errors.ComputeHostUnavailable(source_host, "no host information")
-            candidates = [HostCandidate(h, *claimed.get(h.name, (0, 0, 0))) for h in infos]
-            destination = select_destination(candidates, inst, by_name[source_host], rejected)
+            refresh_host_states(context)
+            scheduler = HostScheduler(context.db, context.settings.scheduler)
+            select = functools.partial(
+                scheduler.select,
+                inst,
+                source_host,
+                rejected,
+                to_group=request.get("to_group"),
+                avoid=avoided_hosts(context, request),
+            )
+            try:
+                destination = select()
+            except errors.ComputeHostUnavailable:  # the source is not cached yet
+                context.claims.refresh_hosts([context.drivers.host_info(source_host)])
+                destination = select()
         context.migrations.record_attempt(
             migration_id, destination, "chosen", destination=destination
         )
@@ -109,7 +181,12 @@ class Schedule(FerryTask):
 class ClaimDestination(FerryTask):
     """Hold the instance's vCPUs, RAM and disk on the destination (atomic conditional update).
 
-    A host without room after other claims fails its check (the reschedule moves on).
+    For a guest with pinned CPUs the claim also holds the exact pCPUs of one NUMA cell, in the
+    same transaction (seed 003, seed 004); the instance's usage on the source is held until
+    post-migration there. The destination's state is read from its driver first (one
+    hypervisor), so the claim and its pinning are made on what the host has now plus what other
+    migrations claimed. A host without room after the other claims fails its check (the
+    reschedule moves on).
     Revert: release this migration's claim on that host.
     """
 
@@ -122,17 +199,25 @@ class ClaimDestination(FerryTask):
         request: dict[str, Any],
     ) -> None:
         inst = instance_of(instance)
+        now = context.claims.now()
+        reports = [context.drivers.host_info(destination)]
         if request.get("destination"):
-            # a forced host skipped the scheduler, which caches every host's capacity
-            context.claims.refresh_hosts([context.drivers.host_info(destination)])
-        if not context.claims.claim(migration_id, destination, inst):
-            exc = errors.MigrationPreCheckError(
-                destination,
-                "not enough free resources after the claims of other migrations",
-                "claim",
-            )
+            # a forced host skipped the scheduler, which caches the source too
+            reports.append(context.drivers.host_info(inst.host))
+        context.claims.refresh_hosts(reports, reported_at=now)
+        result = context.claims.claim_resources(migration_id, destination, inst, source=inst.host)
+        if not result.ok:
+            exc = errors.MigrationPreCheckError(destination, result.reason or NO_ROOM, "claim")
             host_rejected(context, migration_id, exc)
             raise exc
+        if result.pinning is not None:
+            LOG.info(
+                "migration %s: pCPUs %s of NUMA cell %d claimed on %s",
+                migration_id,
+                list(result.pinning.vcpu_to_pcpu),
+                result.pinning.cell,
+                destination,
+            )
 
     def revert(
         self, context: Context, migration_id: str, destination: str, result: Any, **kwargs: Any

@@ -251,3 +251,17 @@ def test_property_pinning_is_free_distinct_one_cell_and_rejection_only_when_noth
     state = HostNumaState(topo, {k: frozenset(v) for k, v in pinned_by_cell.items()}, used)
     assert state.fit(request) == result
     assert state.check(request) is None
+
+
+def test_the_filter_prefers_the_cached_state_with_claims_over_the_label() -> None:
+    """The label is the driver's report; the candidate's ``numa`` adds the pCPUs migrations in
+    flight claimed, which the guest must avoid as well."""
+    reported = HostNumaState(TOPO)
+    claimed = reported.with_pinning(Pinning(0, (0, 1, 2), 0)).with_pinning(Pinning(1, (4,), 0))
+    labelled = host("h", reported)
+    assert numa_fit_filter(HostCandidate(labelled), instance(), SRC) is None
+    why = numa_fit_filter(HostCandidate(labelled, numa=claimed), instance(), SRC)
+    assert why == (
+        "no NUMA cell fits 4 pinned vCPUs + 4096 MiB: "
+        "cell 0 has 1 free pCPUs / 8192 MiB, cell 1 has 3 free pCPUs / 8192 MiB"
+    )

@@ -15,7 +15,9 @@ Shape (see the shipped ``demo_cluster.toml``)::
     storage_group = "ceph-a"            # optional: hosts in one group share storage
     up = true                           # optional (default true)
     enabled = true                      # optional (default true)
-    labels = { rack = "r1" }            # optional
+    labels = { rack = "r1" }            # optional; group = "a" / groups = "a,b": host groups
+    numa_cells = 2                      # optional: NUMA cells, vCPUs and RAM split evenly, or
+                                        # [{ cpus = [0, 1], memory_mb = 8192 }, ...]
 
     [[instances]]
     uuid = "..."
@@ -28,6 +30,8 @@ Shape (see the shipped ``demo_cluster.toml``)::
     dirty_rate_mbps = 150               # how fast the guest dirties RAM, MiB/s
     volumes = [{ id = "vol-1", size_gb = 50, shared = true }]
     vifs = [{ id = "port-1", network = "tenant", mac = "fa:16:3e:00:00:01" }]
+    cpu_policy = "dedicated"            # optional: vCPUs pinned to pCPUs of one NUMA cell
+    pinning = [4, 5]                    # optional: vCPU i on pCPU pinning[i] (else best fit)
 
     [[faults]]
     host = "compute-2"
@@ -52,6 +56,7 @@ from typing import Any
 
 from ferry.errors import ConfigError
 from ferry.model import PowerState
+from ferry.scheduler.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
 
 #: the cluster shipped with ferry (used when no cluster file is configured)
 DEMO_CLUSTER = Path(__file__).with_name("demo_cluster.toml")
@@ -87,6 +92,15 @@ class HostSpec:
     enabled: bool = True
     storage_group: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: ``[{"id", "cpus", "memory_mb"}]``; None: no NUMA topology modelled
+    numa_cells: list[dict[str, Any]] | None = None
+
+    def topology(self) -> NumaTopology | None:
+        if self.numa_cells is None:
+            return None
+        return NumaTopology(
+            tuple(NumaCell(c["id"], frozenset(c["cpus"]), c["memory_mb"]) for c in self.numa_cells)
+        )
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,10 @@ class InstanceSpec:
     dirty_rate_mbps: float
     volumes: list[dict[str, Any]] = field(default_factory=list)
     vifs: list[dict[str, Any]] = field(default_factory=list)
+    #: ``dedicated``: pinned vCPUs; None: floating
+    cpu_policy: str | None = None
+    #: a pinned guest's pinning (``Pinning.to_driver_data()``)
+    numa_pinning: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +197,32 @@ def _labels(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _numa_cells(value: Any) -> int | list[dict[str, Any]]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise _Invalid(f"must be >= 1, not {value}")
+        return value
+    if not isinstance(value, list) or not value:
+        raise _Invalid("must be a number of cells or an array of { cpus, memory_mb } tables")
+    cells = []
+    for k, cell in enumerate(value):
+        if not isinstance(cell, dict) or set(cell) != {"cpus", "memory_mb"}:
+            raise _Invalid(f"cell {k} must be a table with exactly cpus and memory_mb")
+        cpus = _pcpus(cell["cpus"])
+        cells.append({"id": k, "cpus": cpus, "memory_mb": _int(0)(cell["memory_mb"])})
+    return cells
+
+
+def _pcpus(value: Any) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value
+    ):
+        raise _Invalid("must be an array of pCPU ids (integers >= 0)")
+    if len(set(value)) != len(value):
+        raise _Invalid("lists a pCPU twice")
+    return list(value)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in options:
@@ -218,6 +262,7 @@ _HOST_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "enabled": (_bool, True),
     "storage_group": (_str, None),
     "labels": (_labels, {}),
+    "numa_cells": (_numa_cells, None),
 }
 _INSTANCE_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "uuid": (_uuid, _REQUIRED),
@@ -230,6 +275,8 @@ _INSTANCE_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "dirty_rate_mbps": (_number(0), 0.0),
     "volumes": (list, []),
     "vifs": (list, []),
+    "cpu_policy": (_choice(("shared", "dedicated")), None),
+    "pinning": (_pcpus, None),
 }
 _VOLUME_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "id": (_str, _REQUIRED),
@@ -287,10 +334,19 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
     if not isinstance(name, str) or not name:
         raise fail("name", f"must be a non-empty string, not {_show(name)}")
 
-    hosts = [HostSpec(**_record(t, _HOST_FIELDS, w, fail)) for t, w in _tables(data, "hosts", fail)]
+    hosts = []
+    for table, where in _tables(data, "hosts", fail):
+        values = _record(table, _HOST_FIELDS, where, fail)
+        values["numa_cells"] = _resolve_cells(values, f"{where}.numa_cells", fail)
+        hosts.append(HostSpec(**values))
     if not hosts:
         raise fail("hosts", "the cluster needs at least one [[hosts]] entry")
     by_host = _unique(hosts, "hosts", fail)
+    numa: dict[str, HostNumaState] = {}
+    for h in hosts:
+        topology = h.topology()
+        if topology is not None:
+            numa[h.name] = HostNumaState(topology)
 
     instances: list[InstanceSpec] = []
     for table, where in _tables(data, "instances", fail):
@@ -299,6 +355,13 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
             values[key] = _sub_records(values[key], fields, f"{where}.{key}", fail)
         if values["host"] not in by_host:
             raise fail(f"{where}.host", f"unknown host {values['host']!r}")
+        pinned = values.pop("pinning")
+        if values["cpu_policy"] == "dedicated":
+            pinning = _place_pinned(values, pinned, numa, where, fail)
+            numa[values["host"]] = numa[values["host"]].with_pinning(pinning)
+            values["numa_pinning"] = pinning.to_driver_data()
+        elif pinned is not None:
+            raise fail(f"{where}.pinning", 'needs cpu_policy = "dedicated"')
         instances.append(InstanceSpec(**values))
     _unique(instances, "instances", fail)
     seen_uuids: set[str] = set()
@@ -329,6 +392,63 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
             raise fail(f"{where}.at", "only applies to phase 'transfer'")
         faults.append(FaultSpec(**values))
     return ClusterSpec(name=name, path=source, hosts=hosts, instances=instances, faults=faults)
+
+
+def _resolve_cells(
+    host: dict[str, Any], where: str, fail: Callable[[str, str], ConfigError]
+) -> list[dict[str, Any]] | None:
+    """A host's NUMA cells: ``n`` splits its vCPUs (pCPU ids 0..vcpus-1) and RAM evenly;
+    explicit cells must use distinct pCPU ids below ``vcpus`` and no more RAM than the host's."""
+    value = host["numa_cells"]
+    if value is None:
+        return None
+    vcpus, memory_mb = host["vcpus"], host["memory_mb"]
+    if isinstance(value, int):
+        if vcpus % value:
+            raise fail(where, f"{vcpus} vcpus do not split evenly into {value} cells")
+        per = vcpus // value
+        return [
+            {"id": k, "cpus": list(range(k * per, (k + 1) * per)), "memory_mb": memory_mb // value}
+            for k in range(value)
+        ]
+    seen: set[int] = set()
+    for cell in value:
+        if seen & set(cell["cpus"]):
+            raise fail(where, f"pCPUs {sorted(seen & set(cell['cpus']))} are in two cells")
+        seen |= set(cell["cpus"])
+    if seen and max(seen) >= vcpus:
+        raise fail(where, f"pCPU {max(seen)} does not exist on a host with {vcpus} vcpus")
+    if sum(c["memory_mb"] for c in value) > memory_mb:
+        raise fail(where, f"the cells hold more than the host's {memory_mb} MiB")
+    return [dict(c, cpus=sorted(c["cpus"])) for c in value]
+
+
+def _place_pinned(
+    inst: dict[str, Any],
+    pinned: list[int] | None,
+    numa: dict[str, HostNumaState],
+    where: str,
+    fail: Callable[[str, str], ConfigError],
+) -> Pinning:
+    """A pinned instance's pinning on its host: the one given (checked: one cell, free pCPUs,
+    room in the cell) or the best fit on what the instances before it left free."""
+    state = numa.get(inst["host"])
+    if state is None:
+        raise fail(f"{where}.cpu_policy", f"host {inst['host']!r} has no numa_cells")
+    request = GuestRequest(inst["vcpus"], inst["memory_mb"], pinned=True)
+    if pinned is None:
+        fitted = state.fit(request)
+        if isinstance(fitted, str):
+            raise fail(where, f"does not fit on {inst['host']}: {fitted}")
+        return fitted
+    if len(pinned) != inst["vcpus"]:
+        raise fail(f"{where}.pinning", f"needs {inst['vcpus']} pCPUs, one per vCPU")
+    cell = next((c for c in state.free if pinned[0] in c.free_pcpus), None)
+    if cell is None or not set(pinned) <= set(cell.free_pcpus):
+        raise fail(f"{where}.pinning", "must name free pCPUs of one NUMA cell")
+    if cell.free_mb < inst["memory_mb"]:
+        raise fail(f"{where}.pinning", f"cell {cell.cell} has only {cell.free_mb} MiB free")
+    return Pinning(cell.cell, tuple(pinned), inst["memory_mb"])
 
 
 def _tables(

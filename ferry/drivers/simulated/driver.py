@@ -37,6 +37,14 @@ from ferry.errors import (
 )
 from ferry.model import Host, Instance, MigrateData, PowerState, TransferProgress
 from ferry.persistence.db import Database
+from ferry.scheduler.numa import (
+    NUMA_LABEL,
+    GuestRequest,
+    HostNumaState,
+    NumaCell,
+    NumaTopology,
+    Pinning,
+)
 
 from . import precopy
 from .clock import SimClock
@@ -277,7 +285,7 @@ class SimulatedDriver(Driver):
             self._settle(conn, self.clock.now_in(conn))
             row = self._host_row(conn, host, required=True)
             assert row is not None
-            return self._host(row, self._usage(conn, host))
+            return self._host(row, self._usage(conn, host), self._pinnings(conn, host))
 
     def host_infos(self, hosts: list[str]) -> list[Host]:
         """:meth:`host_info` of several hosts in one transaction (two queries)."""
@@ -297,7 +305,26 @@ class SimulatedDriver(Driver):
                 )
             }
             rows = conn.execute(sa.select(HOSTS).order_by(HOSTS.c.name)).all()
-        return [self._host(r, usage.get(r.name, (0, 0, 0))) for r in rows if r.name in wanted]
+            pins = self._pinnings(conn)
+        return [
+            self._host(r, usage.get(r.name, (0, 0, 0)), pins.get(r.name, []))
+            for r in rows
+            if r.name in wanted
+        ]
+
+    def pinnings(self, host: str | None = None) -> dict[str, Pinning]:
+        """Instance name -> where its vCPUs are pinned now (pinned instances, on ``host`` or on
+        every host)."""
+        self._prepare()
+        stmt = sa.select(INSTANCES.c.name, INSTANCES.c.numa_pinning).where(
+            INSTANCES.c.numa_pinning.is_not(None)
+        )
+        if host is not None:
+            stmt = stmt.where(INSTANCES.c.host == host)
+        with self.db.connect() as conn:
+            self._settle(conn, self.clock.now_in(conn))
+            rows = conn.execute(stmt).all()
+        return {r.name: Pinning.from_driver_data(r.numa_pinning) for r in rows if r.numa_pinning}
 
     def list_instances(self, host: str | None = None) -> list[Instance]:
         """Instances on ``host`` (every host when ``None``; none for an unknown host)."""
@@ -347,9 +374,11 @@ class SimulatedDriver(Driver):
     ) -> MigrateData:
         """Check ``destination`` can take the instance: known, not the current host, up, same
         hypervisor type and a version not older than the source's, enough free vcpus, memory
-        and (without shared storage) disk. Storage is shared iff both hosts are in the same
-        storage group; ``block_migration=None`` becomes "not shared". Leaves a check marker on
-        the destination (see :meth:`cleanup_live_migration_destination_check`).
+        and (without shared storage) disk, and for a pinned guest one NUMA cell with enough free
+        pCPUs and memory (its own pinning goes into ``driver_data["numa_pinning"]``; the flow
+        replaces it with the scheduler's claim). Storage is shared iff both hosts are in the
+        same storage group; ``block_migration=None`` becomes "not shared". Leaves a check marker
+        on the destination (see :meth:`cleanup_live_migration_destination_check`).
 
         Fault phase ``check_destination`` (host = destination).
 
@@ -376,6 +405,10 @@ class SimulatedDriver(Driver):
                     and source.storage_group == dest.storage_group
                 )
                 reason = self._destination_problem(conn, inst, source, dest, shared)
+                fitted: Pinning | str | None = None
+                if reason is None and dest is not None and inst.cpu_policy == "dedicated":
+                    fitted = self._fit(conn, inst, dest)
+                    reason = fitted if isinstance(fitted, str) else None
                 if reason is not None:
                     error = MigrationPreCheckError(destination, reason, "check_destination")
                 else:
@@ -408,6 +441,8 @@ class SimulatedDriver(Driver):
                             "bandwidth_mbps": min(source.bandwidth_mbps, dest.bandwidth_mbps),
                         },
                     )
+                    if isinstance(fitted, Pinning):
+                        data = data.with_driver_data(numa_pinning=fitted.to_driver_data())
         if error is not None:
             raise error
         assert data is not None
@@ -553,10 +588,13 @@ class SimulatedDriver(Driver):
         migration's transfer (same check token in ``driver_data``) already exists in any state:
         a repeated call never starts it twice (a failed or cancelled one stays so). The policy is
         stored with the transfer; ``permit_post_copy`` decides the :meth:`force_complete` lever;
-        ``permit_auto_converge`` is recorded but not modelled (no CPU throttling).
+        ``permit_auto_converge`` is recorded but not modelled (no CPU throttling). A pinned
+        guest takes the pinning in ``driver_data["numa_pinning"]`` (its own best fit when none
+        is given): recorded with the transfer, the guest's pinning from the switchover on.
 
-        :raises TransferFailed: the instance is not on the source or not running/paused, or a
-            host is down or unknown. :raises InstanceNotFound:
+        :raises TransferFailed: the instance is not on the source or not running/paused, a
+            host is down or unknown, or the pinning names pCPUs another guest pinned (or not of
+            one cell with room). :raises InstanceNotFound:
         """
         self._prepare()
         error: FerryError | None = None
@@ -592,7 +630,11 @@ class SimulatedDriver(Driver):
             elif dest is None or not dest.up:
                 error = TransferFailed(data.destination, "the destination host is down")
             else:
-                self._insert_transfer(conn, inst, source, dest, data, policy, now)
+                pinning = self._transfer_pinning(conn, inst, dest, data)
+                if isinstance(pinning, str):
+                    error = TransferFailed(data.destination, pinning)
+                else:
+                    self._insert_transfer(conn, inst, source, dest, data, policy, now, pinning)
         if error is not None:
             raise error
 
@@ -814,6 +856,7 @@ class SimulatedDriver(Driver):
                     "enabled": h.enabled,
                     "storage_group": h.storage_group,
                     "labels": dict(h.labels),
+                    "numa_cells": h.numa_cells,
                 }
                 for h in spec.hosts
             ],
@@ -889,7 +932,43 @@ class SimulatedDriver(Driver):
         ).one()
         return int(row[0]), int(row[1]), int(row[2])
 
-    def _host(self, row: Row, usage: tuple[int, int, int]) -> Host:
+    @staticmethod
+    def _pinnings(conn: sa.Connection, host: str | None = None) -> Any:
+        """What pinned guests hold per host: the instances there and the transfers in flight
+        into it (an incoming guest already holds its pCPUs, as libvirt's incoming domain does).
+        A list of pinnings for one ``host``; host -> list when ``host`` is None."""
+        inst = sa.select(INSTANCES.c.host, INSTANCES.c.numa_pinning).where(
+            INSTANCES.c.numa_pinning.is_not(None)
+        )
+        moving = sa.select(TRANSFERS.c.destination, TRANSFERS.c.numa_pinning).where(
+            TRANSFERS.c.state == precopy.RUNNING, TRANSFERS.c.numa_pinning.is_not(None)
+        )
+        if host is not None:
+            inst = inst.where(INSTANCES.c.host == host)
+            moving = moving.where(TRANSFERS.c.destination == host)
+        out: dict[str, list[Pinning]] = {}
+        for h, data in [*conn.execute(inst).all(), *conn.execute(moving).all()]:
+            if data:
+                out.setdefault(h, []).append(Pinning.from_driver_data(data))
+        return out.get(host, []) if host is not None else out
+
+    @staticmethod
+    def _numa_state(row: Row, pinnings: list[Pinning]) -> HostNumaState | None:
+        if not row.numa_cells:
+            return None
+        topology = NumaTopology(
+            tuple(NumaCell(c["id"], frozenset(c["cpus"]), c["memory_mb"]) for c in row.numa_cells)
+        )
+        state = HostNumaState(topology)
+        for p in pinnings:
+            state = state.with_pinning(p)
+        return state
+
+    def _host(self, row: Row, usage: tuple[int, int, int], pinnings: list[Pinning]) -> Host:
+        labels = dict(row.labels or {})
+        state = self._numa_state(row, pinnings)
+        if state is not None:
+            labels[NUMA_LABEL] = state.to_label()
         return Host(
             name=row.name,
             driver=self.name,
@@ -904,11 +983,17 @@ class SimulatedDriver(Driver):
             up=bool(row.up),
             enabled=bool(row.enabled),
             storage_group=row.storage_group,
-            labels=dict(row.labels or {}),
+            labels=labels,
         )
 
     @staticmethod
     def _instance(row: Row) -> Instance:
+        extra: dict[str, Any] = {"dirty_rate_mbps": float(row.dirty_rate_mbps)}
+        if row.cpu_policy:
+            extra["cpu_policy"] = row.cpu_policy
+        if row.numa_pinning:
+            extra["numa_pinning"] = dict(row.numa_pinning)
+            extra["pinned_pcpus"] = sorted(Pinning.from_driver_data(row.numa_pinning).pcpus)
         return Instance(
             uuid=row.uuid,
             name=row.name,
@@ -919,7 +1004,7 @@ class SimulatedDriver(Driver):
             disk_gb=int(row.disk_gb),
             volumes=[dict(v) for v in row.volumes or []],
             vifs=[dict(v) for v in row.vifs or []],
-            extra={"dirty_rate_mbps": float(row.dirty_rate_mbps)},
+            extra=extra,
         )
 
     def _destination_problem(
@@ -954,6 +1039,40 @@ class SimulatedDriver(Driver):
                 f"not enough free disk: {dest.disk_gb - disk} GiB free, {inst.disk_gb} GiB needed"
             )
         return None
+
+    def _fit(self, conn: sa.Connection, inst: Row, dest: Row) -> Pinning | str:
+        """The best-fit pinning of a pinned guest on ``dest`` now, or why none fits."""
+        state = self._numa_state(dest, self._pinnings(conn, dest.name))
+        if state is None:
+            return "the host has no NUMA cells; a guest with pinned CPUs needs them"
+        return state.fit(GuestRequest(int(inst.vcpus), int(inst.memory_mb), pinned=True))
+
+    def _transfer_pinning(
+        self, conn: sa.Connection, inst: Row, dest: Row, data: MigrateData
+    ) -> Pinning | str | None:
+        """The pinning a transfer of ``inst`` to ``dest`` uses (None: not pinned), or why the
+        one handed in ``driver_data`` cannot be used."""
+        if inst.cpu_policy != "dedicated":
+            return None
+        handed = data.driver_data.get("numa_pinning")
+        if not handed:
+            return self._fit(conn, inst, dest)
+        pinning = Pinning.from_driver_data(handed)
+        state = self._numa_state(dest, self._pinnings(conn, dest.name))
+        cell = (
+            next((c for c in state.topology.cells if c.id == pinning.cell), None) if state else None
+        )
+        if state is None or cell is None:
+            return f"{dest.name} has no NUMA cell {pinning.cell}"
+        if not pinning.pcpus <= cell.cpus:
+            return f"pCPUs {sorted(pinning.pcpus - cell.cpus)} are not in NUMA cell {cell.id}"
+        taken = set().union(*state.pinned_by_cell.values()) & pinning.pcpus
+        if taken:
+            return f"pCPUs {sorted(taken)} of {dest.name} are already pinned by another guest"
+        free = next(c for c in state.free if c.cell == cell.id)
+        if free.free_mb < pinning.memory_mb:
+            return f"NUMA cell {cell.id} of {dest.name} has only {free.free_mb} MiB free"
+        return pinning
 
     @staticmethod
     def _pre_artifact_states(inst: Row, data: MigrateData) -> dict[str, str]:
@@ -1050,6 +1169,7 @@ class SimulatedDriver(Driver):
         data: MigrateData,
         policy: TransferPolicy,
         now: float,
+        pinning: Pinning | None = None,
     ) -> None:
         bandwidth = min(float(source.bandwidth_mbps), float(dest.bandwidth_mbps))
         if policy.bandwidth_mbps > 0:
@@ -1074,6 +1194,7 @@ class SimulatedDriver(Driver):
             "token": data.driver_data.get("token"),
             "policy": dataclasses.asdict(policy),
             "result": None,
+            "numa_pinning": pinning.to_driver_data() if pinning is not None else None,
         }
         if not insert_ignore(conn, TRANSFERS, [values]):
             return  # another process started it a moment ago
@@ -1137,10 +1258,13 @@ class SimulatedDriver(Driver):
         if not done or progress.state != precopy.COMPLETED:
             return
         uuid, src, dest = row.instance_uuid, row.source, row.destination
+        moved: dict[str, Any] = {"host": dest}
+        if row.numa_pinning:  # the guest runs pinned as the transfer was told
+            moved["numa_pinning"] = row.numa_pinning
         conn.execute(
             sa.update(INSTANCES)
             .where(INSTANCES.c.uuid == uuid, INSTANCES.c.host == src)
-            .values(host=dest)
+            .values(**moved)
         )
         self._put_artifacts(conn, dest, uuid, LIVE, {"guest": "running"}, float(row.started_at))
         conn.execute(

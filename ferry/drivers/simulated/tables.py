@@ -55,6 +55,8 @@ class SimHostRow(Base):
     enabled: Mapped[bool] = mapped_column(sa.Boolean)
     storage_group: Mapped[str | None] = mapped_column(sa.String(255))
     labels: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    #: NUMA cells ``[{"id", "cpus", "memory_mb"}]`` (None: the host models no NUMA topology)
+    numa_cells: Mapped[list[Any] | None] = mapped_column(sa.JSON)
 
 
 class SimInstanceRow(Base):
@@ -72,6 +74,10 @@ class SimInstanceRow(Base):
     dirty_rate_mbps: Mapped[float] = mapped_column(sa.Float)
     volumes: Mapped[list[Any]] = mapped_column(sa.JSON)
     vifs: Mapped[list[Any]] = mapped_column(sa.JSON)
+    #: ``dedicated`` for a guest with pinned vCPUs (None: floating vCPUs)
+    cpu_policy: Mapped[str | None] = mapped_column(sa.String(32))
+    #: where a pinned guest's vCPUs are pinned now (``Pinning.to_driver_data()``)
+    numa_pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
 
 class SimFaultRow(Base):
@@ -145,6 +151,8 @@ class SimTransferRow(Base):
     token: Mapped[str | None] = mapped_column(sa.String(64))
     policy: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    #: the pinning the transfer was handed (the guest's pinning on the destination)
+    numa_pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
 
 META = cast(sa.Table, SimMetaRow.__table__)
