@@ -399,39 +399,54 @@ def instances(state: State, as_json: bool) -> None:
     console.print(t)
 
 
+def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a migration request, shared by ``migrate`` and ``submit``."""
+    options = [
+        click.argument("vm"),
+        click.option(
+            "--to", "destination", metavar="HOST", help="Force the destination (checks still run)."
+        ),
+        click.option(
+            "--block-migrate/--no-block-migrate",
+            "block_migration",
+            default=None,
+            help="Copy local disks too (default: decided by the destination check).",
+        ),
+        click.option(
+            "--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out)."
+        ),
+        click.option(
+            "--to-group",
+            metavar="NAME",
+            default=None,
+            help="Only hosts of this host group ([scheduler.groups] or the hosts' group label).",
+        ),
+        click.option(
+            "--not-with",
+            metavar="VM[,VM..]",
+            multiple=True,
+            help="Never onto a host where one of these VMs runs or is being migrated to.",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def vm_list(items: tuple[str, ...]) -> list[str]:
+    """``--not-with a,b --not-with c`` -> ["a", "b", "c"]."""
+    return [v.strip() for item in items for v in item.split(",") if v.strip()]
+
+
 @cli.command()
-@click.argument("vm")
-@click.option(
-    "--to", "destination", metavar="HOST", help="Force the destination (checks still run)."
-)
-@click.option(
-    "--block-migrate/--no-block-migrate",
-    "block_migration",
-    default=None,
-    help="Copy local disks too (default: decided by the destination check).",
-)
-@click.option(
-    "--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out)."
-)
-@click.option(
-    "--to-group",
-    metavar="NAME",
-    default=None,
-    help="Only hosts of this host group ([scheduler.groups] or the hosts' group label).",
-)
-@click.option(
-    "--not-with",
-    metavar="VM[,VM..]",
-    multiple=True,
-    help="Never onto a host where one of these VMs runs or is being migrated to.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.",
-)
+@request_options
 @click.option(
     "--detach", is_flag=True, help="Print the migration id and return; it runs in the background."
 )
@@ -455,7 +470,7 @@ def migrate(
     parsed = parse_overrides(overrides)
     placement: dict[str, Any] = {
         "to_group": to_group,
-        "not_with": [v.strip() for item in not_with for v in item.split(",") if v.strip()],
+        "not_with": vm_list(not_with),
     }
     if detach:
         mid = orch.create(
@@ -710,38 +725,7 @@ def force_complete(state: State, migration_id: str, as_json: bool) -> None:
 
 # ------------------------------------------------------------------ job store
 @cli.command()
-@click.argument("vm")
-@click.option(
-    "--to", "destination", metavar="HOST", help="Force the destination (checks still run)."
-)
-@click.option(
-    "--block-migrate/--no-block-migrate",
-    "block_migration",
-    default=None,
-    help="Copy local disks too (default: decided by the destination check).",
-)
-@click.option(
-    "--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out)."
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.",
-)
-@click.option(
-    "--to-group",
-    metavar="NAME",
-    default=None,
-    help="Only hosts of this host group ([scheduler.groups] or the hosts' group label).",
-)
-@click.option(
-    "--not-with",
-    metavar="VM[,VM..]",
-    multiple=True,
-    help="Never onto a host where one of these VMs runs or is being migrated to.",
-)
+@request_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @guarded
@@ -766,7 +750,7 @@ def submit(
         max_attempts=max_attempts,
         overrides=parse_overrides(overrides),
         to_group=to_group,
-        not_with=[v.strip() for item in not_with for v in item.split(",") if v.strip()],
+        not_with=vm_list(not_with),
     )
     if as_json:
         row = orch.jobstore.jobs.get(mid) or {}

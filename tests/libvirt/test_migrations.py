@@ -217,16 +217,11 @@ def test_dirty_guest_converges_with_each_lever(
     orch.close()
 
 
-def test_orchestrator_killed_mid_transfer_then_resumed(
-    tmp_path: Path,
-    libvirt_hosts: dict[str, Any],
-    make_guest: Callable[..., Guest],
-    libvirt_connect: Any,
-) -> None:
-    """`ferry migrate` is SIGKILLed while libvirtd moves the guest; `ferry resume` finds the
-    transfer still running (or done), re-attaches and finishes: one running domain, record
-    completed."""
-    guest = make_guest("crash-1", memory_mib=64, kernel="idle", host="A")
+def _migrate_and_kill_mid_transfer(
+    tmp_path: Path, libvirt_hosts: dict[str, Any], name: str
+) -> tuple[Orchestrator, str]:
+    """``ferry migrate NAME --to lv-b`` in a child process at 16 MiB/s, SIGKILLed once its record
+    shows the transfer past 10 %; an orchestrator on the same config and database, and the id."""
     config = tmp_path / "ferry.toml"
     config.write_text(
         "[migration]\nlive_migration_bandwidth = 16\npoll_interval = 0.2\n\n"
@@ -235,7 +230,7 @@ def test_orchestrator_killed_mid_transfer_then_resumed(
     db_url = f"sqlite:///{tmp_path / 'ferry.db'}"
     env = {**os.environ, "FERRY_CONFIG": str(config), "FERRY_DB": db_url}
     child = subprocess.Popen(
-        [sys.executable, "-m", "ferry", "migrate", "crash-1", "--to", "lv-b"],
+        [sys.executable, "-m", "ferry", "migrate", name, "--to", "lv-b"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -249,10 +244,24 @@ def test_orchestrator_killed_mid_transfer_then_resumed(
             mid = records[0].id
             break
         time.sleep(0.05)  # polling the record another process writes
-    assert mid is not None, "the transfer never got going"
     child.send_signal(signal.SIGKILL)
     child.wait()
+    assert mid is not None, "the transfer never got going"
     assert orch.get(mid).status == "running"
+    return orch, mid
+
+
+def test_orchestrator_killed_mid_transfer_then_resumed(
+    tmp_path: Path,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    """`ferry migrate` is SIGKILLed while libvirtd moves the guest; `ferry resume` finds the
+    transfer still running (or done), re-attaches and finishes: one running domain, record
+    completed."""
+    guest = make_guest("crash-1", memory_mib=64, kernel="idle", host="A")
+    orch, mid = _migrate_and_kill_mid_transfer(tmp_path, libvirt_hosts, "crash-1")
     m = orch.resume(mid)
     assert m.status == "completed", m.error
     assert running_copies(libvirt_connect, _uuid(guest)) == {"B": (1, 2)}
@@ -270,31 +279,7 @@ def test_transfer_that_died_while_ferry_was_down_is_started_again(
     with virsh domjobabort would): on resume the guest still runs on the source with no job, so
     the transfer is started again and completes."""
     guest = make_guest("crash-2", memory_mib=64, kernel="idle", host="A")
-    config = tmp_path / "ferry.toml"
-    config.write_text(
-        "[migration]\nlive_migration_bandwidth = 16\npoll_interval = 0.2\n\n"
-        + toml_hosts(host_configs(libvirt_hosts))
-    )
-    db_url = f"sqlite:///{tmp_path / 'ferry.db'}"
-    env = {**os.environ, "FERRY_CONFIG": str(config), "FERRY_DB": db_url}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "ferry", "migrate", "crash-2", "--to", "lv-b"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    orch = Orchestrator(db_url, config=str(config))
-    deadline = time.monotonic() + 60
-    mid = None
-    while time.monotonic() < deadline:
-        records = orch.list()
-        if records and records[0].progress.get("percent", 0) > 10:
-            mid = records[0].id
-            break
-        time.sleep(0.05)  # polling the record another process writes
-    assert mid is not None, "the transfer never got going"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    orch, mid = _migrate_and_kill_mid_transfer(tmp_path, libvirt_hosts, "crash-2")
     dom = libvirt_connect("A").lookupByUUIDString(_uuid(guest))
     dom.abortJob()
     while dom.jobInfo()[0] != 0:  # VIR_DOMAIN_JOB_NONE: libvirtd has wound the job up
