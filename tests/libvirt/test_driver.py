@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ferry.drivers.base import TransferPolicy
-from ferry.errors import MigrationPreCheckError
+from ferry.errors import MigrationPreCheckError, TransferFailed
 from tests.drivers.contract import DriverContract, DriverEnv, prepare, run_to_end
 from tests.infra.guest import Guest
 from tests.libvirt import import_libvirt
@@ -139,6 +139,27 @@ def test_pinned_guest_gets_free_pcpus_on_the_destination(
     assert inst3 is not None
     with pytest.raises(MigrationPreCheckError, match="no NUMA cell fits 1 pinned vCPUs"):
         driver.check_can_live_migrate_destination(inst3, "lv-b", None)
+    driver.close()
+
+
+def test_pcpus_taken_after_the_check_stop_the_transfer(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
+) -> None:
+    """The pinning chosen at the destination check is checked again when the transfer starts:
+    a guest pinned meanwhile onto the same pCPU (started outside ferry) stops it, and the guest
+    stays where it was."""
+    mover = make_guest("pinned-3", memory_mib=16, kernel="idle", host="A", pinned=["1"])
+    driver = make_driver(libvirt_hosts)
+    inst = driver.find_instance(_uuid(mover))
+    assert inst is not None
+    env = DriverEnv(driver, inst.uuid, "lv-a", "lv-b", "lv-c", time.sleep, poll_s=0.2)
+    instance, data = prepare(env)
+    assert data.driver_data["numa_pinning"]["vcpu_to_pcpu"] == {"0": 0}
+    make_guest("intruder", memory_mib=16, kernel=None, host="B", pinned=["0"], wait_filled=False)
+    with pytest.raises(TransferFailed, match=r"pCPUs \[0\] chosen for pinned-3"):
+        driver.start_transfer(instance, data, TransferPolicy())
+    assert list(running_copies(libvirt_connect, inst.uuid)) == ["A"]
+    driver.rollback_live_migration_at_destination(instance, data)
     driver.close()
 
 

@@ -696,15 +696,18 @@ class LibvirtDriver(Driver):
                     missing.append(f"bridge {iface.source} does not exist")
         return missing
 
-    def _fit_pinning(self, destination: str, desc: GuestDescription) -> Pinning | str:
-        topology = host_topology(self._capabilities(destination))
+    def _numa_state(self, host: str) -> HostNumaState:
+        """What the active domains on ``host`` pin, per NUMA cell."""
         guests = []
-        for dom in self._call(destination, "list domains", lambda c: c.listAllDomains(1)):
+        for dom in self._call(host, "list domains", lambda c: c.listAllDomains(1)):
             try:
                 guests.append(describe_guest(dom.XMLDesc(0)))
             except Exception:
-                continue
-        state: HostNumaState = numa_state(topology, guests)
+                continue  # vanished meanwhile
+        return numa_state(host_topology(self._capabilities(host)), guests)
+
+    def _fit_pinning(self, destination: str, desc: GuestDescription) -> Pinning | str:
+        state = self._numa_state(destination)
         with self._lock:
             inbound = [
                 t.pinning
@@ -936,6 +939,15 @@ class LibvirtDriver(Driver):
         if dest_spec.migration_uri:
             params[lv.VIR_MIGRATE_PARAM_URI] = dest_spec.migration_uri
         if pinning is not None:
+            # the pinning was chosen at the check (or claimed by the scheduler); a guest started
+            # on the destination since then by anyone else may have taken some of those pCPUs
+            taken = set().union(*self._numa_state(data.destination).pinned_by_cell.values())
+            if taken & pinning.pcpus:
+                raise TransferFailed(
+                    data.destination,
+                    f"pCPUs {sorted(taken & pinning.pcpus)} chosen for {instance.name} have been "
+                    "pinned by another guest since the destination check",
+                )
             xml = rewrite_pinning(src.dom.XMLDesc(lv.VIR_DOMAIN_XML_MIGRATABLE), pinning)
             params[lv.VIR_MIGRATE_PARAM_DEST_XML] = xml
             params[lv.VIR_MIGRATE_PARAM_PERSIST_XML] = xml
