@@ -450,6 +450,7 @@ def test_session_invalid_logs_in_again(sim: XapiSimulator, driver: XenAPIDriver)
     sim.invalidate_sessions()
     info = driver.host_info("xs-a1")
     assert info.up and info.memory_mb == 65536
+    assert info.vcpus == 32  # host.cpu_info.cpu_count
     assert methods(sim, "pool-a").count("session.login_with_password") == logins + 1
 
 

@@ -53,6 +53,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "software_version": MAP,
         "metrics": REF,
         "memory_overhead": INT,
+        "cpu_info": MAP,
         "suspend_image_sr": REF,
         "other_config": MAP,
     },

@@ -7,7 +7,7 @@ Shape (every key of a VM/SR/host optional unless marked)::
      "pools": {pool_name: {
         "master": host_name,                     # required
         "default_sr": sr_name | None,
-        "hosts": {host_name: {"address": ip, "memory_gib": int}},
+        "hosts": {host_name: {"address": ip, "memory_gib": int, "cpus": int (default 32)}},
         "srs": {sr_name: {"type": "nfs", "shared": bool, "host": host_name (local SRs),
                           "content_type": str, "size_gib": int, "isos": [iso_name, ...],
                           "volume": bool (a LUN: SR.scan of this SR uuid anywhere finds its
@@ -169,6 +169,7 @@ def _build_pool(model: Model, pool: str, spec: dict[str, Any]) -> None:
             API_version_minor=21,
             software_version=dict(SOFTWARE_VERSION),
             memory_overhead=HOST_OVERHEAD_MIB * MIB,
+            cpu_info={"cpu_count": str(int(h.get("cpus", 32))), "socket_count": "2"},
             _memory_total=memory,
         )
         metrics = model.add(pool, "host_metrics", memory_total=memory, live=True, _host=ref)
