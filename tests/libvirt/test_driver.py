@@ -163,6 +163,23 @@ def test_pcpus_taken_after_the_check_stop_the_transfer(
     driver.close()
 
 
+def test_abort_right_after_the_start_cancels_the_transfer(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
+) -> None:
+    """An abort in the instant between start_transfer returning and libvirt showing the job
+    still cancels the transfer (it must not find "nothing in flight" and let it run)."""
+    guest = make_guest("early-1", memory_mib=64, kernel="idle", host="A")
+    driver = make_driver(libvirt_hosts)
+    env = DriverEnv(driver, _uuid(guest), "lv-a", "lv-b", "lv-c", time.sleep, poll_s=0.2)
+    inst, data = prepare(env)
+    driver.start_transfer(inst, data, TransferPolicy(bandwidth_mbps=16))
+    driver.abort_transfer(inst, data)
+    assert driver.transfer_progress(inst, data).state == "cancelled"
+    assert running_copies(libvirt_connect, inst.uuid) == {"A": (1, 1)}
+    driver.rollback_live_migration_at_destination(inst, data)
+    driver.close()
+
+
 def test_monitoring_survives_a_dropped_connection(
     libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
 ) -> None:

@@ -194,7 +194,15 @@ def test_completion_timeout_actions(
             "downtime steps",
         ),
         (
-            {"live_migration_permit_post_copy": False, "live_migration_permit_auto_converge": True},
+            {
+                "live_migration_permit_post_copy": False,
+                "live_migration_permit_auto_converge": True,
+                # 1.5 s of downtime moves 48 MiB at 32 MiB/s: not the 64 MiB this guest dirties
+                # per pass, so the steps alone never finish -- the CPU throttle must shrink it
+                "live_migration_downtime": 1500,
+                "live_migration_downtime_steps": 3,
+                "live_migration_downtime_delay": 3,
+            },
             "auto-converge",
         ),
     ],

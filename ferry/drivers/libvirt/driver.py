@@ -160,6 +160,8 @@ class LibvirtDriver(Driver):
 
     #: how long an abort waits for libvirt to end the job (seconds)
     abort_timeout = 60.0
+    #: how long an abort / force-complete right after the start waits for the job to show
+    start_timeout = 10.0
 
     def __init__(self, hosts: Iterable[HostSpec]) -> None:
         self.specs: dict[str, HostSpec] = {}
@@ -1113,9 +1115,24 @@ class LibvirtDriver(Driver):
             return self._final(t)
         return TransferProgress(state="none")
 
+    def _await_job(self, t: _Transfer | None) -> None:
+        """Between ``start_transfer`` returning and libvirt showing the migration job there is
+        a short window (the call is on its way to libvirtd): wait until the job is visible on
+        the source or the call has ended, so an abort or force-complete in that window acts on
+        the transfer instead of finding nothing in flight."""
+        if t is None or t.thread is None or t.outcome is not None:
+            return
+        deadline = time.monotonic() + self.start_timeout
+        while not t.done.is_set() and time.monotonic() < deadline:
+            src = self._source_domain(t)
+            if src is None or self._job(src):
+                return
+            t.done.wait(0.02)  # libvirt offers no wait for a job to begin without events
+
     def set_max_downtime(self, instance: Instance, data: MigrateData, downtime_ms: int) -> None:
         lv = libvirt_module()
         t = self._transfer(data)
+        self._await_job(t)
         if t is None or t.outcome is not None:
             return
         src = self._source_domain(t)
@@ -1131,6 +1148,7 @@ class LibvirtDriver(Driver):
     def force_complete(self, instance: Instance, data: MigrateData) -> str:
         lv = libvirt_module()
         t = self._transfer(data)
+        self._await_job(t)
         if t is not None and t.lever is not None:
             return t.lever
         src = self._source_domain(t) if t is not None else self._domain(data.source, instance.uuid)
@@ -1160,6 +1178,7 @@ class LibvirtDriver(Driver):
     def abort_transfer(self, instance: Instance, data: MigrateData) -> None:
         lv = libvirt_module()
         t = self._transfer(data)
+        self._await_job(t)
         found = {f.host: f for f in self._find(instance.uuid, [data.source, data.destination])}
         src, dst = found.get(data.source), found.get(data.destination)
         in_flight = src is not None and src.outgoing
