@@ -13,6 +13,8 @@ The file shape (every section optional)::
     live_migration_timeout_action = "abort"  # or "force_complete"
     live_migration_permit_post_copy = true   # ferry's default; Nova's is false (see README)
     live_migration_permit_auto_converge = false
+    live_migration_auto_converge_initial = 0    # % CPU throttle to start at; 0 = QEMU's (20)
+    live_migration_auto_converge_increment = 0  # % added per pass; 0 = QEMU's (10)
     live_migration_bandwidth = 0             # MiB/s, 0 = unlimited
     [simulated]
     cluster = "path/cluster.toml"            # optional; the shipped demo cluster otherwise
@@ -77,6 +79,9 @@ class MigrationSettings:
     live_migration_timeout_action: str = "abort"
     live_migration_permit_post_copy: bool = True
     live_migration_permit_auto_converge: bool = False
+    # ferry's additions (libvirt's auto-converge parameters; Nova has no option for them)
+    live_migration_auto_converge_initial: int = 0
+    live_migration_auto_converge_increment: int = 0
     live_migration_bandwidth: int = 0
     poll_interval: float = 0.5
     post_retries: int = 3
@@ -112,6 +117,14 @@ class MigrationSettings:
             (
                 self.live_migration_timeout_action in TIMEOUT_ACTIONS,
                 f"live_migration_timeout_action must be one of {', '.join(TIMEOUT_ACTIONS)}",
+            ),
+            (
+                0 <= self.live_migration_auto_converge_initial <= 99,
+                "live_migration_auto_converge_initial must be 0 (hypervisor default) .. 99 (%)",
+            ),
+            (
+                0 <= self.live_migration_auto_converge_increment <= 99,
+                "live_migration_auto_converge_increment must be 0 (hypervisor default) .. 99 (%)",
             ),
             (self.live_migration_bandwidth >= 0, "live_migration_bandwidth must be >= 0"),
             (self.poll_interval > 0, "poll_interval must be > 0"),

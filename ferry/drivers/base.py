@@ -43,6 +43,8 @@ class TransferPolicy:
     bandwidth_mbps: float = 0.0  # 0 = unlimited
     initial_downtime_ms: int = 50
     permit_auto_converge: bool = False
+    auto_converge_initial: int = 0  # % CPU throttle at the first step; 0 = the hypervisor's
+    auto_converge_increment: int = 0  # % added at each further step; 0 = the hypervisor's
     permit_post_copy: bool = False
 
 

@@ -118,6 +118,8 @@ class Transfer(FerryTask):
                     bandwidth_mbps=float(policy.live_migration_bandwidth),
                     initial_downtime_ms=steps[0][1],
                     permit_auto_converge=policy.live_migration_permit_auto_converge,
+                    auto_converge_initial=policy.live_migration_auto_converge_initial,
+                    auto_converge_increment=policy.live_migration_auto_converge_increment,
                     permit_post_copy=policy.live_migration_permit_post_copy,
                 ),
             )

@@ -196,7 +196,8 @@ def make_guest(
 
     A diskless TCG guest (qemu64 CPU, no NIC, no balloon, <on_poweroff>destroy) on ``host``.
     kernel: "idle" fills its RAM with pseudo-random data once and halts; "dirty" keeps
-    rewriting it (never converges under a bandwidth cap without help); None boots SeaBIOS with
+    rewriting it (never converges under a bandwidth cap without help); "warm" does the same at
+    ~200 MiB/s, a share of the vCPU's time (what auto-converge throttles); None boots SeaBIOS with
     nothing to boot (idle, RAM mostly zero). With a kernel and wait_filled, returns once the RAM
     has been filled (the kernel's console marker; no sleeps). pinned: vCPU i on host CPU i, or a
     list of cpusets. disk=True: a 16 MiB raw image at <instances_path>/<name>/disk (in the

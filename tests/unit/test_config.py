@@ -57,6 +57,8 @@ uri = "qemu+tcp://compute-a/system"
         ("[nope]\n", "unknown section"),
         ("[migration]\nlive_migration_timeout_action = 'explode'", "live_migration_timeout_action"),
         ("[migration]\nlive_migration_downtime = 'fast'", "must be an integer"),
+        ("[migration]\nlive_migration_auto_converge_initial = 100", "0 (hypervisor default) .. 99"),
+        ("[migration]\nlive_migration_auto_converge_increment = -5", "0 (hypervisor default) .."),
         ("[[hosts]]\nname = 'a'\ndriver = 'vmware'", "driver must be one of"),
         ("[[hosts]]\nname = 'a'\ndriver = 'xenapi'\npassword = 'hunter2'", "no password"),
         ("[migration\n", "not valid TOML"),

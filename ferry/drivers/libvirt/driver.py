@@ -935,6 +935,12 @@ class LibvirtDriver(Driver):
             flags |= lv.VIR_MIGRATE_POSTCOPY
         elif policy.permit_auto_converge:
             flags |= lv.VIR_MIGRATE_AUTO_CONVERGE
+            if policy.auto_converge_initial:
+                params[lv.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = policy.auto_converge_initial
+            if policy.auto_converge_increment:
+                params[lv.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = (
+                    policy.auto_converge_increment
+                )
         if policy.bandwidth_mbps > 0:
             params[lv.VIR_MIGRATE_PARAM_BANDWIDTH] = max(1, int(policy.bandwidth_mbps))
         dest_spec = self.specs[data.destination]

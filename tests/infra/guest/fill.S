@@ -6,6 +6,9 @@
  * Built with -DDIRTY_FOREVER it never halts: it keeps rewriting the same range with fresh
  * values, dirtying memory about as fast as TCG can store, so a bandwidth-capped pre-copy
  * migration does not converge without help (downtime steps, auto-converge or post-copy).
+ * With -DPACE=N as well it spins N turns of `loop` after each 4 KiB page, so it dirties memory
+ * at a fraction of that speed: a rate that is a fixed share of the CPU time QEMU gives the vCPU,
+ * which is what auto-converge's CPU throttle acts on.
  *
  * Progress goes to COM1 (the domain's <serial type='file'>), one byte each:
  *   'F'  started filling
@@ -57,6 +60,13 @@ pass:
         xorl    %edx, %eax
         movl    %eax, (%esi)
         addl    $4, %esi
+#ifdef PACE
+        testl   $0xfff, %esi                    /* at each page boundary: PACE idle turns */
+        jnz     4f
+        movl    $PACE, %ecx
+3:      loop    3b
+4:
+#endif
         cmpl    %edi, %esi
         jb      1b
 
