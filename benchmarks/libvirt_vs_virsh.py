@@ -35,8 +35,8 @@ and ``virsh domjobabort`` ends it; then ferry with its default policy and
 ``live_migration_bandwidth = 32`` (post-copy permitted: a transfer that stops converging is switched
 to post-copy) must finish within 60 s: total time, downtime and the lever that did it. The
 downtime is the job-completed event's; the record's ``progress["result"]["downtime_ms"]`` is shown
-beside it (after a post-copy switchover libvirt keeps no completed-job statistics on the
-destination, the only place ferry looks, so the record says 0).
+beside it (ferry takes it from the same event, received on the connection that runs the
+migration; the destination's statistics have none after a post-copy switchover).
 
 Needs root (namespaces, libvirtd), libvirt-daemon, qemu-system-x86, virsh, gcc (the fill kernel)
 and libvirt-python. Run from the repository root::

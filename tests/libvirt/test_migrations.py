@@ -209,6 +209,9 @@ def test_dirty_guest_converges_with_each_lever(
     m = orch.live_migrate("dirty-1", "lv-b")
     assert m.status == "completed", m.error
     assert m.progress["result"]["lever"] == lever, m.progress["result"]
+    # the guest was paused for the switchover: libvirt's job-completed event on the source says
+    # how long (after post-copy it is the only place that does)
+    assert m.progress["result"]["downtime_ms"] > 0, m.progress["result"]
     assert list(running_copies(libvirt_connect, _uuid(guest))) == ["B"]
     orch.close()
 

@@ -42,6 +42,46 @@ def libvirt_module() -> Any:
     return _libvirt
 
 
+_events_lock = threading.Lock()
+_events_running: bool | None = None  # None: not tried yet
+
+
+def event_loop() -> bool:
+    """Make sure libvirt's event loop runs in this process (once; a daemon thread running
+    ``virEventRunDefaultImpl``) and say whether it does. ferry needs it for one thing: the
+    source's job-completed event, the only place libvirt reports a post-copy migration's
+    downtime. Connections opened before the loop started get no events; the driver registers
+    for them on the connection it opens for each transfer. An application that registered its
+    own loop first keeps it (libvirt ignores a second registration) and must run it."""
+    global _events_running
+    with _events_lock:
+        if _events_running is None:
+            libvirt = libvirt_module()
+            try:
+                libvirt.virEventRegisterDefaultImpl()
+            except libvirt.libvirtError as exc:
+                LOG.warning("libvirt's event loop could not be started: %s", message(exc))
+                _events_running = False
+                return False
+            threading.Thread(target=_run_events, name="ferry-libvirt-events", daemon=True).start()
+            _events_running = True
+        return _events_running
+
+
+def _run_events() -> None:
+    libvirt = libvirt_module()
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception as exc:  # pragma: no cover - libvirt's loop does not fail in practice
+            LOG.warning("libvirt's event loop: %s", _exc_text(exc))
+            threading.Event().wait(0.1)
+
+
+def _exc_text(exc: BaseException) -> str:
+    return message(exc) if hasattr(exc, "get_error_message") else f"{type(exc).__name__}: {exc}"
+
+
 def redact_uri(uri: str) -> str:
     """A libvirt URI fit for logs: no password in the authority or the query."""
     uri = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", uri)

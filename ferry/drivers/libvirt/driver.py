@@ -48,6 +48,7 @@ from ferry.drivers.libvirt.connection import (
     HostSpec,
     Unreachable,
     error_code,
+    event_loop,
     is_connection_error,
     libvirt_module,
     message,
@@ -74,6 +75,8 @@ LOG = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+#: how long a finished ``migrateToURI3`` call waits for the source's job-completed event
+COMPLETED_EVENT_WAIT = 2.0
 
 # virDomainState
 _RUNNING, _BLOCKED, _PAUSED, _SHUTDOWN, _SHUTOFF, _CRASHED, _PMSUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -114,6 +117,9 @@ class _Transfer:
     last: TransferProgress | None = None
     final: TransferProgress | None = None
     downtime_ms: int | None = None
+    #: the source's job-completed event (its statistics: downtime, time_elapsed, memory_*)
+    completed: dict[str, Any] | None = None
+    completed_seen: threading.Event = field(default_factory=threading.Event)
 
     def placeholder(self) -> TransferProgress:
         return self.last or TransferProgress(
@@ -173,6 +179,7 @@ class LibvirtDriver(Driver):
         self._transfers: dict[str, _Transfer] = {}
         self._lock = threading.Lock()
         self._caps: dict[str, tuple[float, str]] = {}
+        self._events = False  # libvirt's event loop runs (started with the first transfer)
         libvirt_module()  # fail at construction with the extra's name when libvirt is missing
 
     @classmethod
@@ -975,6 +982,7 @@ class LibvirtDriver(Driver):
             downtime_ms=int(policy.initial_downtime_ms),
         )
         peer = dest_spec.peer_uri or dest_spec.uri
+        self._events = event_loop()  # before the transfer's connection is opened
         t.thread = threading.Thread(
             target=self._migrate,
             args=(t, peer, params, flags),
@@ -999,7 +1007,23 @@ class LibvirtDriver(Driver):
         try:
             conn = self._conn(t.source).open_new()
             dom = conn.lookupByUUIDString(t.instance_uuid)
+            watching = self._watch_completion(conn, dom, t)
             dom.migrateToURI3(peer, params, flags)
+            if watching:
+                # libvirtd sends the event around the time the call returns, not before it
+                waited = time.monotonic()
+                if not t.completed_seen.wait(COMPLETED_EVENT_WAIT):
+                    LOG.warning(
+                        "%s: no job-completed event from %s within %.0f s",
+                        t.instance_uuid,
+                        t.source,
+                        COMPLETED_EVENT_WAIT,
+                    )
+                LOG.debug(
+                    "%s: job-completed event %.1f ms after the call returned",
+                    t.instance_uuid,
+                    (time.monotonic() - waited) * 1000,
+                )
             t.final = self._completed_progress(t)
             t.outcome = "completed"
         except Unreachable as exc:
@@ -1025,11 +1049,32 @@ class LibvirtDriver(Driver):
                     conn.close()
             t.done.set()
 
-    def _completed_progress(self, t: _Transfer) -> TransferProgress:
+    def _watch_completion(self, conn: Any, dom: Any, t: _Transfer) -> bool:
+        """Have the source's job-completed event land in ``t.completed``; False if it cannot."""
         lv = libvirt_module()
-        stats: dict[str, Any] = {}
+        if not self._events:
+            return False
+
+        def completed(_conn: Any, _dom: Any, params: dict[str, Any], _opaque: Any) -> None:
+            t.completed = dict(params)
+            t.completed_seen.set()
+
         try:
-            dom = self._domain(t.destination, t.instance_uuid)
+            conn.domainEventRegisterAny(dom, lv.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed, None)
+        except lv.libvirtError as exc:
+            LOG.debug("no job-completed event for %s: %s", t.instance_uuid, message(exc))
+            return False
+        return True
+
+    def _completed_progress(self, t: _Transfer) -> TransferProgress:
+        """The finished job's statistics: the source's job-completed event when this process
+        ran the call (the whole job, and the only downtime figure after a post-copy switch),
+        else the destination's completed-job statistics (which libvirt fills from the
+        source's at the switchover: complete for pre-copy, without downtime after post-copy)."""
+        lv = libvirt_module()
+        stats: dict[str, Any] = dict(t.completed or {})
+        try:
+            dom = None if stats else self._domain(t.destination, t.instance_uuid)
             if dom is not None:
                 stats = dom.jobStats(
                     lv.VIR_DOMAIN_JOB_STATS_COMPLETED | lv.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
