@@ -4,6 +4,7 @@ check, CPU pinning on the destination, a dropped connection)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from ferry.drivers.base import TransferPolicy
 from ferry.errors import MigrationPreCheckError, TransferFailed
 from tests.drivers.contract import DriverContract, DriverEnv, prepare, run_to_end
 from tests.infra.guest import Guest
+from tests.infra.libvirt_hosts import LIBVIRT_PORT
 from tests.libvirt import import_libvirt
 from tests.libvirt.helpers import make_driver, running_copies
 
@@ -198,4 +200,41 @@ def test_monitoring_survives_a_dropped_connection(
     driver.post_live_migration_at_source(inst, data)
     driver.post_live_migration_at_destination(inst, data)
     assert list(running_copies(libvirt_connect, inst.uuid)) == ["B"]
+    driver.close()
+
+
+def _cut_tcp(ip: str) -> list[str]:
+    """Destroy every TCP connection of this machine's root namespace to ``ip``'s libvirtd (the
+    kernel aborts them, as a reset on the wire would); the local ends that were cut."""
+    listed = subprocess.run(
+        ["ss", "-tnH", "-K", "dst", ip, "dport", "=", str(LIBVIRT_PORT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [line.split()[2] for line in listed.stdout.splitlines() if line.strip()]
+
+
+def test_monitoring_survives_its_tcp_connections_being_cut(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
+) -> None:
+    """Mid-transfer the kernel aborts every TCP connection ferry has to the source's libvirtd:
+    the one the migrate call waits on and the one it monitors through. The peer-to-peer
+    migration runs inside libvirtd and carries on; the driver reconnects, finds the job
+    still there, follows it to its end and the guest runs once, on B."""
+    guest = make_guest("cut-1", memory_mib=64, kernel="idle", host="A")
+    driver = make_driver(libvirt_hosts)
+    env = DriverEnv(driver, _uuid(guest), "lv-a", "lv-b", "lv-c", time.sleep, poll_s=0.2)
+    inst, data = prepare(env)
+    driver.start_transfer(inst, data, TransferPolicy(bandwidth_mbps=16))
+    assert driver.transfer_progress(inst, data).state == "running"
+    cut = _cut_tcp(libvirt_hosts["lv-a"]["ip"])
+    assert len(cut) >= 2, cut  # the migrate call's connection and the monitor's
+    # libvirt on A still migrates: the job is there, seen through its unix socket
+    assert libvirt_connect("A").lookupByUUIDString(inst.uuid).jobInfo()[0] != 0
+    progress = run_to_end(env, inst, data)
+    assert progress.state == "completed", progress
+    driver.post_live_migration_at_source(inst, data)
+    driver.post_live_migration_at_destination(inst, data)
+    assert running_copies(libvirt_connect, inst.uuid) == {"B": (1, 2)}
     driver.close()

@@ -1004,12 +1004,13 @@ class LibvirtDriver(Driver):
         """The blocking ``migrateToURI3`` call, on a connection of its own."""
         lv = libvirt_module()
         conn = None
+        watching: int | None = None
         try:
             conn = self._conn(t.source).open_new()
             dom = conn.lookupByUUIDString(t.instance_uuid)
             watching = self._watch_completion(conn, dom, t)
             dom.migrateToURI3(peer, params, flags)
-            if watching:
+            if watching is not None:
                 # libvirtd sends the event around the time the call returns, not before it
                 waited = time.monotonic()
                 if not t.completed_seen.wait(COMPLETED_EVENT_WAIT):
@@ -1045,26 +1046,35 @@ class LibvirtDriver(Driver):
             t.outcome, t.error = "failed", _text(exc)
         finally:
             if conn is not None:
+                # a registered callback holds a reference on the connection: without the
+                # deregistration close() leaves the socket open
+                if watching is not None:
+                    with contextlib.suppress(Exception):
+                        conn.domainEventDeregisterAny(watching)
                 with contextlib.suppress(Exception):
                     conn.close()
             t.done.set()
 
-    def _watch_completion(self, conn: Any, dom: Any, t: _Transfer) -> bool:
-        """Have the source's job-completed event land in ``t.completed``; False if it cannot."""
+    def _watch_completion(self, conn: Any, dom: Any, t: _Transfer) -> int | None:
+        """Have the source's job-completed event land in ``t.completed``: the callback's id
+        (for ``domainEventDeregisterAny``), or None if it cannot."""
         lv = libvirt_module()
         if not self._events:
-            return False
+            return None
 
         def completed(_conn: Any, _dom: Any, params: dict[str, Any], _opaque: Any) -> None:
             t.completed = dict(params)
             t.completed_seen.set()
 
         try:
-            conn.domainEventRegisterAny(dom, lv.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed, None)
+            return int(
+                conn.domainEventRegisterAny(
+                    dom, lv.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed, None
+                )
+            )
         except lv.libvirtError as exc:
             LOG.debug("no job-completed event for %s: %s", t.instance_uuid, message(exc))
-            return False
-        return True
+            return None
 
     def _completed_progress(self, t: _Transfer) -> TransferProgress:
         """The finished job's statistics: the source's job-completed event when this process
