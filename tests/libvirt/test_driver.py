@@ -4,6 +4,7 @@ check, CPU pinning on the destination, a dropped connection)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -13,12 +14,13 @@ from typing import Any
 import pytest
 
 from ferry.drivers.base import TransferPolicy
+from ferry.drivers.libvirt import LibvirtDriver
 from ferry.errors import MigrationPreCheckError, TransferFailed
 from tests.drivers.contract import DriverContract, DriverEnv, prepare, run_to_end
 from tests.infra.guest import Guest
 from tests.infra.libvirt_hosts import LIBVIRT_PORT
 from tests.libvirt import import_libvirt
-from tests.libvirt.helpers import make_driver, running_copies
+from tests.libvirt.helpers import host_configs, make_driver, running_copies
 
 libvirt = import_libvirt()
 
@@ -105,6 +107,23 @@ def test_a_missing_guest_network_fails_the_destination_check(
     with pytest.raises(MigrationPreCheckError, match="network ferry-net does not exist"):
         driver.check_can_live_migrate_destination(inst, "lv-c", None)
     assert driver.check_can_live_migrate_destination(inst, "lv-b", None).destination == "lv-b"
+    driver.close()
+
+
+def test_the_same_libvirtd_under_another_name_is_refused(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+) -> None:
+    """A second [[hosts]] entry pointing at lv-a's libvirtd is lv-a itself (its host UUID
+    says so): migrating there would be migrating to itself, refused at the check."""
+    guest = make_guest("self-1", memory_mib=16, kernel="idle", host="A")
+    configs = host_configs(libvirt_hosts)
+    lv_a = next(c for c in configs if c.name == "lv-a")
+    configs.append(dataclasses.replace(lv_a, name="lv-a-again"))
+    driver = LibvirtDriver.from_host_configs(configs)
+    inst = driver.find_instance(_uuid(guest))
+    assert inst is not None
+    with pytest.raises(MigrationPreCheckError, match="same libvirt host as lv-a"):
+        driver.check_can_live_migrate_destination(inst, "lv-a-again", None)
     driver.close()
 
 
