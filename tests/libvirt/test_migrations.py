@@ -1,7 +1,8 @@
 """Whole migrations through ferry's flow on three real libvirt hosts: A->B and back, the
 reschedule past a host that fails its check, progress under a bandwidth cap, abort, the
-completion timeout with each action, a dirtying guest brought across by each lever, and an
-orchestrator SIGKILLed mid-transfer then resumed."""
+completion timeout with each action, a dirtying guest brought across by each lever (auto-converge
+alone on a paced one), `ferry force-complete` from another process, and an orchestrator SIGKILLed
+mid-transfer then resumed."""
 
 from __future__ import annotations
 
@@ -294,14 +295,15 @@ def test_auto_converge_is_what_finishes_a_warm_guest(
     orch.close()
 
 
-def _migrate_and_kill_mid_transfer(
-    tmp_path: Path, libvirt_hosts: dict[str, Any], name: str
-) -> tuple[Orchestrator, str]:
-    """``ferry migrate NAME --to lv-b`` in a child process at 16 MiB/s, SIGKILLed once its record
-    shows the transfer past 10 %; an orchestrator on the same config and database, and the id."""
+def _migrate_in_a_child(
+    tmp_path: Path, libvirt_hosts: dict[str, Any], name: str, migration: str
+) -> tuple[subprocess.Popen[bytes], Orchestrator, str, dict[str, str]]:
+    """``ferry migrate NAME --to lv-b`` in a child process with the ``[migration]`` lines
+    given, once its record shows the transfer past 10 %: the child, an orchestrator on the
+    same config and database, the migration's id and the environment the CLI needs."""
     config = tmp_path / "ferry.toml"
     config.write_text(
-        "[migration]\nlive_migration_bandwidth = 16\npoll_interval = 0.2\n\n"
+        f"[migration]\n{migration}\npoll_interval = 0.2\n\n"
         + toml_hosts(host_configs(libvirt_hosts))
     )
     db_url = f"sqlite:///{tmp_path / 'ferry.db'}"
@@ -315,17 +317,67 @@ def _migrate_and_kill_mid_transfer(
     orch = Orchestrator(db_url, config=str(config))
     deadline = time.monotonic() + 60
     mid = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and child.poll() is None:
         records = orch.list()
         if records and records[0].progress.get("percent", 0) > 10:
             mid = records[0].id
             break
         time.sleep(0.05)  # polling the record another process writes
+    if mid is None:
+        child.kill()
+        child.wait()
+        pytest.fail("the transfer never got going")
+    return child, orch, mid, env
+
+
+def _migrate_and_kill_mid_transfer(
+    tmp_path: Path, libvirt_hosts: dict[str, Any], name: str, bandwidth: int = 16
+) -> tuple[Orchestrator, str]:
+    """``ferry migrate NAME --to lv-b`` in a child process at ``bandwidth`` MiB/s, SIGKILLed
+    once its record shows the transfer past 10 %; an orchestrator on the same config and
+    database, and the id."""
+    child, orch, mid, _ = _migrate_in_a_child(
+        tmp_path, libvirt_hosts, name, f"live_migration_bandwidth = {bandwidth}"
+    )
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert mid is not None, "the transfer never got going"
     assert orch.get(mid).status == "running"
     return orch, mid
+
+
+def test_ferry_force_complete_from_another_process(
+    tmp_path: Path,
+    libvirt_hosts: dict[str, Any],
+    make_guest: Callable[..., Guest],
+    libvirt_connect: Any,
+) -> None:
+    """A dirtying guest at 32 MiB/s never converges; post-copy is not permitted and the
+    completion timeout is far away. `ferry force-complete ID`, run as its own process while
+    `ferry migrate` waits, makes the monitor pause the guest to finish: the migrate command
+    exits 0, the record names the lever and the guest runs (resumed) on B."""
+    guest = make_guest("force-1", memory_mib=64, kernel="dirty", host="A")
+    child, orch, mid, env = _migrate_in_a_child(
+        tmp_path,
+        libvirt_hosts,
+        "force-1",
+        "live_migration_bandwidth = 32\nlive_migration_permit_post_copy = false\n"
+        "live_migration_completion_timeout = 800",
+    )
+    asked = subprocess.run(
+        [sys.executable, "-m", "ferry", "force-complete", mid, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["status"] == "running"
+    assert child.wait(timeout=120) == 0
+    m = orch.get(mid)
+    assert m.status == "completed", m.error
+    assert m.progress["result"]["lever"] == "pause", m.progress["result"]
+    assert running_copies(libvirt_connect, _uuid(guest)) == {"B": (1, 2)}
+    orch.close()
 
 
 def test_orchestrator_killed_mid_transfer_then_resumed(
@@ -356,10 +408,13 @@ def test_transfer_that_died_while_ferry_was_down_is_started_again(
     with virsh domjobabort would): on resume the guest still runs on the source with no job, so
     the transfer is started again and completes."""
     guest = make_guest("crash-2", memory_mib=64, kernel="idle", host="A")
-    orch, mid = _migrate_and_kill_mid_transfer(tmp_path, libvirt_hosts, "crash-2")
+    # 8 MiB/s: the transfer is still running when the test aborts it
+    orch, mid = _migrate_and_kill_mid_transfer(tmp_path, libvirt_hosts, "crash-2", bandwidth=8)
     dom = libvirt_connect("A").lookupByUUIDString(_uuid(guest))
     dom.abortJob()
+    deadline = time.monotonic() + 30
     while dom.jobInfo()[0] != 0:  # VIR_DOMAIN_JOB_NONE: libvirtd has wound the job up
+        assert time.monotonic() < deadline, "the aborted job did not end"
         time.sleep(0.05)
     assert running_copies(libvirt_connect, _uuid(guest)) == {"A": (1, 1)}
     m = orch.resume(mid)
