@@ -103,3 +103,41 @@ def test_killed_during_migrate_send_then_resumed(
             assert secret.encode() not in blob
     finally:
         orch.close()
+
+
+def test_killed_mid_transfer_and_the_task_fails_while_down_then_resumed(
+    sim: XapiSimulator, clock: ClockServer, db_url: str
+):
+    """ferry is SIGKILLed mid-transfer; while nobody watches, XAPI's migrate task fails half
+    way. The resume finds the tagged task failed and the VM still on the source: it does not
+    start a second transfer but reverts -- the interim network gone from pool-b, the task
+    destroyed, nothing held, the record failed with XAPI's error code."""
+    code, out = run(
+        sim, clock, db_url, "migrate", "web-1", "--to", "xs-b1", "--kill-at", "progress:20"
+    )
+    assert code == -signal.SIGKILL, out
+    mid = out[0]
+    sim.inject("task_fails", vm="web-1", at=0.5, code="VM_MIGRATE_FAILED")
+    sim.clock.advance(60)
+    (task,) = sim.tasks("pool-a")
+    assert (task["status"], task["error_info"][0]) == ("failure", "VM_MIGRATE_FAILED")
+
+    code, out = run(sim, clock, db_url, "resume", mid)
+    assert (code, out[-1]) == (1, "failed")
+    assert [m for _, m in sim.calls if m == "Async.VM.migrate_send"] == ["Async.VM.migrate_send"]
+    assert sim.vms_named("web-1") == [("pool-a", "xs-a1", "Running")]
+    assert sim.leftovers("pool-b", None) == []
+    assert sim.tasks() == []
+
+    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[make_driver(sim)])
+    try:
+        m = orch.get(mid)
+        assert m.status == "failed"
+        assert "VM_MIGRATE_FAILED" in (m.error or "")
+        assert orch.claims.list() == [] and orch.migrations.locks() == {}
+        assert orch.leases.all() == []
+        blob = database_bytes(db_url)
+        for secret in [sim.password, *sim.session_ids()]:
+            assert secret.encode() not in blob
+    finally:
+        orch.close()
