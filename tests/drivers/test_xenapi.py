@@ -226,6 +226,37 @@ def test_cross_pool_with_a_volume_moves_its_sr(sim: XapiSimulator, driver: XenAP
     assert "SR.forget" in methods(sim, "pool-a")
 
 
+def test_a_volume_sr_the_destination_pool_already_had_is_left_alone(
+    sim: XapiSimulator, driver: XenAPIDriver
+):
+    """pool-b already knows vol-1's volume SR (an administrator introduced it and plugged a PBD
+    on xs-b1): pre_live_migration uses it as it is, and the rollback neither unplugs that PBD
+    nor forgets the SR -- only what ferry made (the interim network) goes."""
+    xapi = admin(sim, "pool-b").xenapi
+    src = record(sim, "pool-a", "SR", ref_named(sim, "pool-a", "SR", "vol-1-data"))
+    src_pbd = record(sim, "pool-a", "PBD", src["PBDs"][0])
+    sr = xapi.SR.introduce(
+        src["uuid"], src["name_label"], "", src["type"], src["content_type"], False, {}
+    )
+    (host,) = xapi.host.get_by_name_label("xs-b1")
+    pbd = xapi.PBD.create(
+        {"host": host, "SR": sr, "device_config": src_pbd["device_config"], "other_config": {}}
+    )
+    xapi.PBD.plug(pbd)
+    before = sim.leftovers("pool-b")
+    assert before == ["PBD:vol-1-data@xs-b1", "SR:vol-1-data"]
+
+    instance, data = prepare(env(driver, "vol-1", "xs-a2", "xs-b1"))
+    assert [m for m in methods(sim, "pool-b") if m in ("SR.introduce", "PBD.create")] == [
+        "SR.introduce",
+        "PBD.create",
+    ]  # the administrator's two calls, none of ferry's
+    driver.rollback_live_migration_at_destination(instance, data)
+    assert sim.leftovers("pool-b") == before  # the interim network gone, SR and PBD kept
+    assert xapi.PBD.get_currently_attached(pbd) is True
+    assert not {"PBD.unplug", "SR.forget", "PBD.destroy"} & set(methods(sim, "pool-b"))
+
+
 # ============================================================================ checks
 def test_host_short_of_memory_fails_the_destination_check(sim: XapiSimulator, driver: XenAPIDriver):
     web = driver.find_instance("web-1")
