@@ -21,6 +21,7 @@ from tests.concurrency import race
 from tests.jobs.helpers import (
     assert_store_clean,
     board_jobs,
+    conductors,
     in_process_conductors,
     job_rows,
     sim_of,
@@ -279,3 +280,48 @@ def test_a_job_lost_by_the_board_is_listed_missing(make_orch: MakeOrch, redis_se
         client.close()
     [row] = orch.jobstore.listing()["jobs"]
     assert (row["migration_id"], row["state"], row["status"]) == (mid, "missing", "queued")
+
+
+@pytest.mark.parametrize("max_jobs", [1, 2])
+def test_cli_submit_then_a_conductor_process_with_max_jobs(
+    make_orch: MakeOrch, tmp_path: Path, max_jobs: int
+) -> None:
+    """`ferry submit` prints the id (or, with --json, the record's headline) and returns with
+    the migration queued; a `ferry conductor --max-jobs K` process then runs them, never more
+    than K at once (the config says 4: the flag is what holds it to K), and with K = 2 two do
+    overlap."""
+    import subprocess
+    import sys
+
+    cluster = tmp_path / "cluster.toml"
+    # three VMs on h1, ~2 s transfers (1 GiB at 512 MiB/s, speed 1), no limits
+    vms = write_cluster(cluster, hosts=3, vms_per_host={1: 3}, memory_mb=1024, bandwidth_mbps=512)
+    orch = make_orch(cluster=cluster, speed=1.0, max_jobs=4)
+    config = tmp_path / "ferry.toml"
+
+    def ferry(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "ferry", "--config", str(config), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    plain = ferry("submit", vms[0])
+    assert plain.returncode == 0, plain.stderr
+    first = plain.stdout.strip()
+    assert orch.get(first).status == "queued"  # returned at once: nothing runs it yet
+    ids = [first]
+    for vm in vms[1:]:
+        asked = ferry("submit", vm, "--json")
+        assert asked.returncode == 0, asked.stderr
+        out = json.loads(asked.stdout)
+        assert out["status"] == "queued" and out["job"], out
+        ids.append(out["id"])
+    assert sorted(j.details["migration_id"] for j in board_jobs(orch)) == sorted(ids)
+
+    with conductors(config, tmp_path) as group:
+        group.start("c1", max_jobs=max_jobs)
+        wait_for(lambda: all(orch.get(m).done for m in ids), 90, "the migrations to finish")
+        wait_for(lambda: not board_jobs(orch), 30, "the board to empty")
+        assert f"{max_jobs} job(s) at once from " in group.procs["c1"].text()
+    assert [orch.get(m).status for m in ids] == ["completed"] * 3
+    overlap = max_overlap([s for m in ids for s in active_segments(orch, m)])
+    assert overlap == max_jobs
+    assert_store_clean(orch, ids)
