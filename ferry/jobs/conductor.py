@@ -428,8 +428,10 @@ class Conductor:
         if flow_state in FINISHED_FLOW_STATES:
             return True
         if waiting:
-            self.slots.release(mid)
+            # queued first, then the slots given back: the record never shows a migration
+            # being prepared that holds no slot (another could take it meanwhile)
             self._wait_queued(mid, MigrationStatus.PREPARING.value, waiting[0])
+            self.slots.release(mid)
             self._defer(job, self.poll_interval)
             return False
         if failure is not None:

@@ -325,3 +325,45 @@ def test_cli_submit_then_a_conductor_process_with_max_jobs(
     overlap = max_overlap([s for m in ids for s in active_segments(orch, m)])
     assert overlap == max_jobs
     assert_store_clean(orch, ids)
+
+
+def test_a_full_destination_sends_the_migration_back_to_the_queue(
+    make_orch: MakeOrch, tmp_path: Path
+) -> None:
+    """h2 is the only possible destination and takes one migration at a time: the scheduler
+    picks it for all three VMs of h1; the conductors see it full only after `schedule`, so a
+    migration gives its slots back and waits `queued`, then resumes with the host it was given.
+    Never two transfers into h2 at once, all three completed there."""
+    cluster = tmp_path / "cluster.toml"
+    # ~1 s transfers (1 GiB at 1024 MiB/s, speed 1)
+    vms = write_cluster(cluster, hosts=2, vms_per_host={1: 3}, memory_mb=1024, bandwidth_mbps=1024)
+    limits = {"per_destination": 1}
+    orch = make_orch(cluster=cluster, speed=1.0, **limits)
+    mids = [orch.submit(vm) for vm in vms]
+    with in_process_conductors([make_orch(cluster=cluster, speed=1.0, **limits)] * 2):
+        wait_for(lambda: all(orch.get(m).done for m in mids), 120, "every migration")
+    records = [orch.get(m) for m in mids]
+    assert [(r.status, r.destination) for r in records] == [("completed", "h2")] * 3
+    # at least one went preparing -> queued (destination full) -> preparing again
+    sent_back = [
+        r.id
+        for r in records
+        if any(
+            a.status == "preparing" and b.status == "queued"
+            for a, b in zip(r.history, r.history[1:], strict=False)
+        )
+    ]
+    assert sent_back, [[h.status for h in r.history] for r in records]
+    for r in records:
+        assert sum(h.status == "running" for h in r.history) == 1
+    spans = [(t["started_at"], t["ended_at"]) for t in transfers_of(orch)]
+    assert len(spans) == 3 and max_overlap(spans) == 1
+    # the records agree: from `running` to `completed`, one migration at a time
+    running = []
+    for m in mids:
+        history = orch.get(m).history
+        start = next(h.at for h in history if h.status == "running")
+        end = next(h.at for h in history if h.status == "completed")
+        running.append((start, end))
+    assert max_overlap(running) == 1
+    assert_store_clean(orch, mids)
