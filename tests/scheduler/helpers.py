@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,14 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def write_cluster(path: Path, hosts: list[dict[str, Any]], instances: list[dict[str, Any]]) -> Path:
+def write_cluster(
+    path: Path,
+    hosts: list[dict[str, Any]],
+    instances: list[dict[str, Any]],
+    faults: Sequence[dict[str, Any]] = (),
+) -> Path:
     lines = [f'name = "{path.stem}"']
-    for kind, items in (("hosts", hosts), ("instances", instances)):
+    for kind, items in (("hosts", hosts), ("instances", instances), ("faults", list(faults))):
         for item in items:
             lines.append(f"\n[[{kind}]]")
             lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
@@ -172,3 +178,29 @@ def _usage(state: Any) -> tuple[Any, ...]:
     h = state.host
     cells = tuple((c.cell, tuple(sorted(c.pinned)), c.used_mb, c.claimed_mb) for c in state.cells)
     return (h.vcpus_used, h.memory_mb_used, h.disk_gb_used, state.claimed, cells)
+
+
+def text_table(output: str, title: str | None = None) -> list[dict[str, str]]:
+    """The rows of a table the CLI printed with rich (``┃`` between header cells, ``│`` between
+    body cells; a row whose first cell is empty continues the row above it). With ``title``,
+    the table printed under that title line."""
+    lines = output.splitlines()
+    if title is not None:
+        starts = [i for i, line in enumerate(lines) if line.strip() == title]
+        assert starts, f"no table titled {title!r} in:\n{output}"
+        lines = lines[starts[0] + 1 :]
+    head = next(i for i, line in enumerate(lines) if "┃" in line)
+    columns = [c.strip() for c in lines[head].split("┃")]
+    rows: list[dict[str, str]] = []
+    for line in lines[head + 2 :]:  # past the header's rule
+        if "│" not in line:
+            break
+        cells = [c.strip() for c in line.split("│")]
+        assert len(cells) == len(columns), line
+        if cells[0]:
+            rows.append(dict(zip(columns, cells, strict=True)))
+        else:
+            for col, cell in zip(columns, cells, strict=True):
+                if cell:
+                    rows[-1][col] += "\n" + cell
+    return rows

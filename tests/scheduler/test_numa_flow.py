@@ -22,6 +22,8 @@ from tests.scheduler.helpers import (
     assert_no_overcommit,
     host,
     orchestrator,
+    settings_for,
+    text_table,
     vm,
     write_cluster,
 )
@@ -255,3 +257,48 @@ def test_ferry_show_and_hosts_tell_the_numa_story(cli_env: dict[str, str]) -> No
     ]
     text = runner.invoke(cli, ["hosts"]).output
     assert "NUMA cell: free pCPUs, MiB" in text and "0: 2-3, 15360" in text
+
+
+def test_ferry_hosts_shows_a_held_claim(cli_env: dict[str, str], db_url: str) -> None:
+    """A claim held on ``split`` (another migration's, taken through the repository: 2 pinned
+    vCPUs, 2 GiB, 30 GiB of disk) shows in ``ferry hosts``, text and JSON, after its refresh
+    from the drivers: the claimed vCPUs/MiB/GiB, one migration in flight, and cell 0's pCPUs
+    gone from the free ones."""
+    from click.testing import CliRunner
+
+    from ferry.cli import cli
+
+    orch = Orchestrator(
+        db_url, settings=settings_for(Path(cli_env["FERRY_CONFIG"]).parent / "numa.toml")
+    )
+    orch.refresh_host_states()
+    other = Instance(
+        "other", "other", "elsewhere", vcpus=2, memory_mb=2048, disk_gb=30, extra={"pinned": True}
+    )
+    held = orch.claims.claim_resources("other-migration", "split", other)
+    assert held.ok and held.pinning == Pinning(0, (2, 3), 2048)
+    orch.close()
+
+    runner = CliRunner(env=cli_env)
+    hosts = {h["name"]: h for h in json.loads(runner.invoke(cli, ["hosts", "--json"]).output)}
+    split = hosts["split"]
+    assert (split["claimed_vcpus"], split["claimed_memory_mb"], split["claimed_disk_gb"]) == (
+        2,
+        2048,
+        30,
+    )
+    assert split["migrations_in_flight"] == 1
+    assert (split["disk_gb_used"], split["disk_gb"]) == (0, 1000)
+    cells = [
+        (c["cell"], c["claimed_pcpus"], c["free_pcpus"], c["free_mb"]) for c in split["numa_cells"]
+    ]
+    assert cells == [(0, [2, 3], [], 13312), (1, [], [6, 7], 15360)]
+    assert (hosts["src"]["claimed_vcpus"], hosts["src"]["migrations_in_flight"]) == (0, 0)
+
+    rows = {r["host"]: r for r in text_table(runner.invoke(cli, ["hosts"]).output)}
+    assert rows["split"]["claimed vCPUs/MiB/GiB"] == "2/2048/30"
+    assert rows["split"]["in flight"] == "1"
+    assert rows["split"]["disk GiB used/total"] == "0/1000"
+    assert rows["split"]["NUMA cell: free pCPUs, MiB"] == "0: none, 13312\n1: 6-7, 15360"
+    assert rows["src"]["claimed vCPUs/MiB/GiB"] == "0/0/0"
+    assert rows["src"]["in flight"] == "0"
