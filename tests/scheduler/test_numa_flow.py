@@ -257,6 +257,54 @@ def test_ferry_show_and_hosts_tell_the_numa_story(cli_env: dict[str, str]) -> No
     ]
     text = runner.invoke(cli, ["hosts"]).output
     assert "NUMA cell: free pCPUs, MiB" in text and "0: 2-3, 15360" in text
+    # the scheduler's filters rejected every host before one was tried: the reasons are in the
+    # error, and there is no "hosts tried" table
+    shown_text = runner.invoke(cli, ["show", mid]).output
+    assert "hosts tried" not in shown_text
+    assert f"error: no valid host was found (split: {SPLIT_REASON})" in shown_text
+
+
+def test_ferry_show_lists_the_hosts_tried_with_their_reasons(db_url: str, tmp_path: Path) -> None:
+    """``roomy`` (most free RAM) fails its destination check, ``fits`` takes the guest: the
+    plain-text ``ferry show`` has both in its "hosts tried" table, in that order, with the
+    check's reason; ``split`` never gets there (no NUMA cell fits)."""
+    from click.testing import CliRunner
+
+    from ferry.cli import cli
+
+    hosts = [
+        host("src", cells=2, vcpus=16),
+        host("split", cells=2, vcpus=8, memory_mb=32_768),
+        host("fits", cells=2, vcpus=8, memory_mb=16_384),
+        host("roomy", cells=2, vcpus=8, memory_mb=65_536),
+    ]
+    guests = [
+        vm("guest", "src", vcpus=4, memory_mb=4096),
+        vm("blocker-a", "split", vcpus=2, pinning=[0, 1]),
+        vm("blocker-b", "split", vcpus=2, pinning=[4, 5]),
+    ]
+    fault = {
+        "host": "roomy",
+        "phase": "check_destination",
+        "message": "instances path not writable",
+    }
+    path = write_cluster(tmp_path / "tried.toml", hosts, guests, [fault])
+    config = tmp_path / "ferry.toml"
+    config.write_text(f'[simulated]\ncluster = "{path}"\nspeed = 0\n')
+    runner = CliRunner(env={"FERRY_DB": db_url, "FERRY_CONFIG": str(config), "COLUMNS": "200"})
+    result = runner.invoke(cli, ["migrate", "guest", "--json"])
+    assert result.exit_code == 0, result.output
+    mid = json.loads(runner.invoke(cli, ["list", "--json"]).output)[0]["id"]
+    record = json.loads(runner.invoke(cli, ["show", mid, "--json"]).output)
+    assert (record["status"], record["destination"]) == ("completed", "fits")
+    tried = text_table(runner.invoke(cli, ["show", mid]).output, "hosts tried")
+    assert [(r["host"], r["outcome"]) for r in tried] == [("roomy", "rejected"), ("fits", "chosen")]
+    assert "instances path not writable" in tried[0]["reason"]
+    assert tried[1]["reason"] == ""
+    assert [(a["host"], a["outcome"]) for a in record["attempts"]] == [
+        ("roomy", "rejected"),
+        ("fits", "chosen"),
+    ]
 
 
 def test_ferry_hosts_shows_a_held_claim(cli_env: dict[str, str], db_url: str) -> None:
