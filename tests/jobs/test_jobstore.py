@@ -5,6 +5,7 @@ post -> run -> consumed; failed runs consumed once; limits; abort of queued and 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -223,7 +224,8 @@ def test_abort_a_queued_and_a_running_job_from_another_process(
 
     def ferry(*args: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "ferry", "--config", str(tmp_path / "ferry.toml"), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        env = {**os.environ, "COLUMNS": "200"}  # the table's rows on one line each
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
     with in_process_conductors([make_orch(cluster=cluster, speed=1.0, per_source=1)]):
         wait_for(
@@ -240,6 +242,11 @@ def test_abort_a_queued_and_a_running_job_from_another_process(
         assert claimed["state"] == "claimed"
         assert claimed["owner"] == (orch.leases.get(running_id) or {}).get("owner")
         assert 0 < claimed["claim_expires_in"] <= orch.settings.conductor.lease_seconds
+        table = ferry("jobs").stdout  # the same, as the table a person reads
+        rows = {m: next(r for r in table.splitlines() if m in r) for m in (queued_id, running_id)}
+        assert "posted" in rows[queued_id] and "waiting for a slot" in rows[queued_id]
+        assert "claimed" in rows[running_id] and claimed["owner"] in rows[running_id]
+        assert "slots in use: " in table and "source:h1 1" in table
         done = ferry("abort", queued_id)
         assert done.returncode == 0, done.stderr
         # reverted by the aborting process, or (when a conductor picked the aborted job up
