@@ -91,8 +91,9 @@ def _migrate_in_child(
         orch.close()
 
 
-def test_twenty_migrations_from_processes(url: str, tmp_path: Path) -> None:
-    cluster = room_for_ten(tmp_path, pinned=True)
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_twenty_migrations_from_processes(url: str, tmp_path: Path, pinned: bool) -> None:
+    cluster = room_for_ten(tmp_path, pinned=pinned)
     orch, _sim = orchestrator(url, cluster)
     orch.refresh_host_states()
     orch.close()  # no connection of the parent crosses the fork
