@@ -1,7 +1,16 @@
 """Seed 003 and seed 004 under contention: 20 migrations at once towards hosts with room for 10,
 from threads and from processes, on SQLite and on PostgreSQL. Exactly 10 complete, the others end
 NoValidHost (after a reschedule, or because no host was left), no host is overcommitted, no two
-guests share a pCPU, and nothing stays claimed."""
+guests share a pCPU, and nothing stays claimed.
+
+The whole-migration tests hold each migration's first claim until all 20 have chosen a host
+(:class:`FirstClaimGate`). Left to the machine's timing, a migration mostly chooses its host
+after the others' claims are in the cache, and the scheduler never picks a full host: in six
+ungated runs on SQLite (threads and processes) no migration tried a second host, and at most one
+had a claim refused. So a reschedule could not be asserted without the gate. With the gate
+every migration chooses on the empty cache, all 20 pick dst-2 (most free RAM) and claim it at
+once: 6 win, the 14 others are refused and reschedule to dst-1, where 4 win.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +48,25 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 # ------------------------------------------------------------------------ whole migrations
+class FirstClaimGate:
+    """Wraps an orchestrator's ``claims.claim_resources`` so that each migration's first claim
+    waits at ``barrier`` (20 parties: one per migration, threads or processes). A migration
+    reaches its first claim only after the scheduler chose its host, so when the barrier opens
+    all 20 chose on a cache without claims; later claims (reschedules) pass straight through."""
+
+    def __init__(self, orch: Orchestrator, barrier: Any) -> None:
+        self.barrier = barrier
+        self.first_done: set[str] = set()
+        self.real = orch.claims.claim_resources
+        orch.claims.claim_resources = self.claim  # type: ignore[method-assign]
+
+    def claim(self, migration_id: str, *args: Any, **kwargs: Any) -> Any:
+        if migration_id not in self.first_done:
+            self.first_done.add(migration_id)
+            self.barrier.wait(timeout=120)
+        return self.real(migration_id, *args, **kwargs)
+
+
 def outcome(orch: Orchestrator, vm: str) -> str:
     try:
         m = orch.live_migrate(vm)
@@ -66,12 +94,44 @@ def check_room_for_ten(orch: Orchestrator, outcomes: list[str]) -> None:
     for m in records:
         if m.status == "failed":
             assert "no valid host" in (m.error or "")
+    check_reschedules(orch)
+
+
+def check_reschedules(orch: Orchestrator) -> None:
+    """The hosts each migration tried (its record's attempts), behind :class:`FirstClaimGate`:
+    every one chose dst-2 first; the 6 that completed there tried nothing else; the 4 that
+    completed on dst-1 had their dst-2 claim refused and rescheduled; the 10 that failed were
+    refused on dst-2 and then on dst-1, or found dst-1 full of claims (NoValidHost at once)."""
+    shapes: dict[str, int] = {}
+    for m in orch.list():
+        record = orch.get(m.id)  # list() leaves the attempts out
+        attempts = [(a.host, a.outcome) for a in record.attempts]
+        assert attempts and attempts[0][0] == "dst-2", attempts
+        for a in record.attempts:
+            if a.outcome == "rejected":
+                assert (a.reason or "").startswith("claim: "), a
+        if record.status == "completed" and record.destination == "dst-2":
+            assert attempts == [("dst-2", "chosen")]
+            shape = "won first"
+        elif record.status == "completed":
+            assert attempts == [("dst-2", "rejected"), ("dst-1", "chosen")]
+            shape = "rescheduled, won"
+        else:
+            assert attempts in (
+                [("dst-2", "rejected")],
+                [("dst-2", "rejected"), ("dst-1", "rejected")],
+            ), attempts
+            shape = "rescheduled, lost" if len(attempts) == 2 else "lost, no host left"
+        shapes[shape] = shapes.get(shape, 0) + 1
+    assert shapes["won first"] == 6 and shapes["rescheduled, won"] == 4, shapes
+    assert shapes.get("rescheduled, lost", 0) + shapes.get("lost, no host left", 0) == 10
 
 
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
 def test_twenty_migrations_from_threads(url: str, tmp_path: Path, pinned: bool) -> None:
     orch, _sim = orchestrator(url, room_for_ten(tmp_path, pinned=pinned))
     try:
+        FirstClaimGate(orch, threading.Barrier(20))
         outcomes = race(20, lambda i: outcome(orch, VMS[i]))
         check_room_for_ten(orch, outcomes)
     finally:
@@ -79,10 +139,11 @@ def test_twenty_migrations_from_threads(url: str, tmp_path: Path, pinned: bool) 
 
 
 def _migrate_in_child(
-    url: str, cluster: str, vm: str, barrier: Any, results: Any
+    url: str, cluster: str, vm: str, barrier: Any, gate: Any, results: Any
 ) -> None:  # pragma: no cover - runs in a forked process
     orch = Orchestrator(url, settings=settings_for(Path(cluster)))
     try:
+        FirstClaimGate(orch, gate)
         barrier.wait(timeout=120)
         results.put((vm, outcome(orch, vm)))
     except BaseException as exc:
@@ -98,10 +159,10 @@ def test_twenty_migrations_from_processes(url: str, tmp_path: Path, pinned: bool
     orch.refresh_host_states()
     orch.close()  # no connection of the parent crosses the fork
     ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(20)
+    barrier, gate = ctx.Barrier(20), ctx.Barrier(20)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_migrate_in_child, args=(url, str(cluster), vm, barrier, results))
+        ctx.Process(target=_migrate_in_child, args=(url, str(cluster), vm, barrier, gate, results))
         for vm in VMS
     ]
     for p in procs:
