@@ -415,12 +415,21 @@ def pg_database(admin_url: str) -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--hosts", default="1000,10000,50000")
-    parser.add_argument("--selections", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=7)
+    summary = " ".join(__doc__.split("\n\n")[0].split()) if __doc__ else None
+    parser = argparse.ArgumentParser(description=summary)
+    parser.add_argument(
+        "--hosts", default="1000,10000,50000", help="comma-separated cache sizes (%(default)s)"
+    )
+    parser.add_argument(
+        "--selections", type=int, default=200, help="timed selections per size (%(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=8, help="claiming processes on PostgreSQL (%(default)s)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="length of each claims run (%(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="synthetic hosts' seed (%(default)s)")
     parser.add_argument("--pg", default=None, metavar="URL", help="PostgreSQL admin URL")
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     args = parser.parse_args(argv)
@@ -462,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if claims:
         print_claims(claims)
     else:
-        print("Claims per second on PostgreSQL: skipped (no PostgreSQL server here)\n")
+        print("Claims per second on PostgreSQL: skipped (--no-pg, or no PostgreSQL server here)\n")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the benchmark process: {peak_rss:.0f} MiB")
     status = 0
