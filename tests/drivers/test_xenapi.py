@@ -3,6 +3,7 @@ orchestrator's runs (reschedule, abort, failure half way), sessions and secrets,
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -32,7 +33,7 @@ from tests.drivers.xenapi_support import (
     make_driver,
     start_simulator,
 )
-from tests.xapisim import XapiSimulator
+from tests.xapisim import DEFAULT_SCENARIO, XapiSimulator
 
 Call = tuple[str, str, tuple[Any, ...]]
 
@@ -255,6 +256,77 @@ def test_a_volume_sr_the_destination_pool_already_had_is_left_alone(
     assert sim.leftovers("pool-b") == before  # the interim network gone, SR and PBD kept
     assert xapi.PBD.get_currently_attached(pbd) is True
     assert not {"PBD.unplug", "SR.forget", "PBD.destroy"} & set(methods(sim, "pool-b"))
+
+
+def test_a_volume_sr_pool_b_had_on_another_host_keeps_it_and_loses_ferrys_pbd(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """pool-b (here with a second host, xs-b2) already knows vol-1's volume SR, attached on
+    xs-b2 only. pre_live_migration does not introduce it again but gives xs-b1 a PBD of its own
+    (tagged as ferry's), plugged and scanned; the rollback unplugs and destroys only that PBD:
+    the SR is not forgotten and the administrator's PBD on xs-b2 stays plugged."""
+    scenario = copy.deepcopy(DEFAULT_SCENARIO)
+    scenario["pools"]["pool-b"]["hosts"]["xs-b2"] = {"address": "10.0.2.12", "memory_gib": 64}
+    sim = start_simulator(scenario)
+    monkeypatch.setenv(PASSWORD_ENV, sim.password)
+    driver = make_driver(sim)
+    try:
+        xapi = admin(sim, "pool-b").xenapi
+        src = record(sim, "pool-a", "SR", ref_named(sim, "pool-a", "SR", "vol-1-data"))
+        src_pbd = record(sim, "pool-a", "PBD", src["PBDs"][0])
+        sr = xapi.SR.introduce(
+            src["uuid"], src["name_label"], "", src["type"], src["content_type"], True, {}
+        )
+        (b2,) = xapi.host.get_by_name_label("xs-b2")
+        theirs = xapi.PBD.create(
+            {"host": b2, "SR": sr, "device_config": src_pbd["device_config"], "other_config": {}}
+        )
+        xapi.PBD.plug(theirs)
+        before = sim.leftovers("pool-b")
+        assert before == ["PBD:vol-1-data@xs-b2", "SR:vol-1-data"]
+
+        instance, data = prepare(env(driver, "vol-1", "xs-a2", "xs-b1"))
+        ferrys = [p for p in xapi.SR.get_PBDs(sr) if p != theirs]
+        assert len(ferrys) == 1
+        mine = xapi.PBD.get_record(ferrys[0])
+        assert (mine["host"], mine["currently_attached"]) == (
+            xapi.host.get_by_name_label("xs-b1")[0],
+            True,
+        )
+        assert mine["other_config"] == {"ferry_instance": instance.uuid}
+        assert sim.leftovers("pool-b") == [
+            "PBD:vol-1-data@xs-b1",
+            "PBD:vol-1-data@xs-b2",
+            "SR:vol-1-data",
+            f"network:{interim_network_name(instance.uuid, '0')}",
+        ]
+        # the administrator's SR.introduce only; ferry created a PBD, plugged it and scanned
+        changes = ("SR.introduce", "PBD.create", "PBD.plug", "SR.scan")
+        assert [m for m in methods(sim, "pool-b") if m in changes] == [
+            "SR.introduce",
+            "PBD.create",
+            "PBD.plug",
+            "PBD.create",
+            "PBD.plug",
+            "SR.scan",
+        ]
+
+        driver.rollback_live_migration_at_destination(instance, data)
+        assert sim.leftovers("pool-b") == before  # ferry's PBD and interim network gone
+        assert xapi.SR.get_PBDs(sr) == [theirs]
+        assert xapi.PBD.get_currently_attached(theirs) is True
+        assert xapi.SR.get_uuid(sr) == src["uuid"]  # the SR itself is still known
+        undo = [
+            m for m in methods(sim, "pool-b") if m in ("PBD.unplug", "PBD.destroy", "SR.forget")
+        ]
+        assert undo == ["PBD.unplug", "PBD.destroy"]
+        # a second rollback (a resumed revert) finds nothing of ferry's left and changes nothing
+        driver.rollback_live_migration_at_destination(instance, data)
+        assert sim.leftovers("pool-b") == before
+        assert xapi.PBD.get_currently_attached(theirs) is True
+    finally:
+        driver.close()
+        sim.stop()
 
 
 # ============================================================================ checks

@@ -264,8 +264,9 @@ class XenAPIDriver(Driver):
         """On the source pool: the VM runs on ``data.source``; block migration on shared
         storage, and live migration of a local disk without block migration, are refused
         (Nova's rules). With block migration, ``VM.assert_can_migrate`` with every non-CD VDI
-        mapped (to the destination SR; a volume to its SR when the destination pool has it
-        already, else the destination SR stands in: Nova left such VDIs out and ignored the
+        mapped (to the destination SR; a volume to its SR when the destination host sees it
+        already -- a plugged PBD there --, else the destination SR stands in until
+        pre_live_migration connects it: Nova left such VDIs out and ignored the
         VDI_NOT_IN_MAP, which skips XAPI's later checks) and, across pools, every VIF mapped to
         the destination's management network (the interim networks do not exist yet).
 
@@ -292,8 +293,13 @@ class XenAPIDriver(Driver):
                 dpool = self._lookup.pool_of(data.destination)
                 dest = self._receive_data(data)
                 dest_sr = self._destination_sr(dpool, data)
+                dest_ref = self._lookup.host_ref(dpool, self._lookup.hosts[data.destination])
                 vdi_map = {
-                    d.vdi: (self._lookup.sr_by_uuid(dpool, d.sr_uuid) if d.volume else None)
+                    d.vdi: (
+                        storage.attached_sr(self._lookup, dpool, d.sr_uuid, dest_ref)
+                        if d.volume
+                        else None
+                    )
                     or dest_sr
                     for d in disks
                 }

@@ -70,6 +70,19 @@ def connect_volume_sr(
         pool.call("SR.scan", sr)
 
 
+def attached_sr(lookup: Lookup, pool: PoolSession, sr_uuid: str, host_ref: str) -> str | None:
+    """The ref of SR ``sr_uuid`` in ``pool`` when a plugged PBD attaches it to ``host_ref``,
+    else ``None`` (the pool lacks the SR, or knows it without this host seeing it yet)."""
+    sr = lookup.sr_by_uuid(pool, sr_uuid)
+    if sr is None:
+        return None
+    for pbd in pool.call("SR.get_PBDs", sr):
+        rec = pool.call("PBD.get_record", pbd)
+        if rec.get("host") == host_ref and rec.get("currently_attached"):
+            return sr
+    return None
+
+
 def _source_device_config(vm: Vm, src_sr: str) -> dict[str, str]:
     pbds = [vm.pool.call("PBD.get_record", p) for p in vm.pool.call("SR.get_PBDs", src_sr)]
     mine = [p for p in pbds if p.get("host") == vm.resident_on] or pbds
