@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ferry import Orchestrator
+from ferry.drivers.xenapi.session import load_sdk
 from tests.conftest import fast_settings
 from tests.crash.xenapi_runner import ClockServer
 from tests.drivers.xenapi_support import (
@@ -134,6 +135,83 @@ def test_killed_mid_transfer_and_the_task_fails_while_down_then_resumed(
         m = orch.get(mid)
         assert m.status == "failed"
         assert "VM_MIGRATE_FAILED" in (m.error or "")
+        assert orch.claims.list() == [] and orch.migrations.locks() == {}
+        assert orch.leases.all() == []
+        blob = database_bytes(db_url)
+        for secret in [sim.password, *sim.session_ids()]:
+            assert secret.encode() not in blob
+    finally:
+        orch.close()
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "status", "error_code"),
+    [
+        ("task.cancel", "cancelled", None),  # an administrator's `xe task-cancel`
+        ("mirror_failed", "failed", "MIRROR_FAILED"),  # the storage mirror breaks half way
+    ],
+)
+def test_killed_mid_transfer_of_a_vm_with_a_volume_then_its_task_ends_while_down(
+    sim: XapiSimulator,
+    clock: ClockServer,
+    db_url: str,
+    meanwhile: str,
+    status: str,
+    error_code: str | None,
+):
+    """vol-1 (a disk on nfs-a and a volume on its own SR) goes to pool-b: ferry introduced the
+    volume SR there (PBD created and plugged on xs-b1) and an interim network, started
+    migrate_send and is SIGKILLed mid-transfer. While it is down the task is cancelled or
+    fails. The resume sees the tagged task ended with the VM still on the source: no second
+    migrate_send; it reverts -- the volume SR forgotten on pool-b, its PBD and the interim
+    network gone, the source's SR still plugged, the task destroyed, nothing held -- and the
+    record ends cancelled (ferry's status for a cancelled transfer) or failed with XAPI's
+    code."""
+    code, out = run(
+        sim, clock, db_url, "migrate", "vol-1", "--to", "xs-b1", "--kill-at", "progress:20"
+    )
+    assert code == -signal.SIGKILL, out
+    mid = out[0]
+    made = sim.leftovers("pool-b")
+    assert [x for x in made if not x.startswith("network:")] == [
+        "PBD:vol-1-data@xs-b1",
+        "SR:vol-1-data",
+    ]
+    assert len(made) == 3  # and the interim network
+    before = sim.leftovers("pool-a")
+    (task,) = sim.tasks("pool-a")
+    assert task["status"] == "pending" and 0.2 <= task["progress"] < 0.9
+    if meanwhile == "task.cancel":
+        xapi = load_sdk().Session(sim.url("pool-a"))
+        xapi.xenapi.login_with_password(sim.username, sim.password, "1.1", "test")
+        xapi.xenapi.task.cancel(task["ref"])
+        xapi.xenapi.session.logout()
+    else:
+        sim.inject("mirror_failed", vm="vol-1", at=0.5)
+    sim.clock.advance(60)
+    (task,) = sim.tasks("pool-a")
+    assert task["status"] == ("cancelled" if error_code is None else "failure")
+    assert sim.vms_named("vol-1") == [("pool-a", "xs-a2", "Running")]
+
+    code, out = run(sim, clock, db_url, "resume", mid)
+    assert (code, out[-1]) == (1, status)
+    assert [m for _, m in sim.calls if m == "Async.VM.migrate_send"] == ["Async.VM.migrate_send"]
+    assert sim.vms_named("vol-1") == [("pool-a", "xs-a2", "Running")]
+    assert sim.leftovers("pool-b", None) == []  # volume SR, its PBD, interim network: gone
+    with sim.model.lock:
+        assert sim.model.find("pool-b", "SR", name_label="vol-1-data") == []
+        (src_sr,) = sim.model.find("pool-a", "SR", name_label="vol-1-data")
+        pbds = sim.model.render("pool-a", "SR", src_sr)["PBDs"]
+        assert pbds and all(sim.model.get("pool-a", "PBD", p)["currently_attached"] for p in pbds)
+    assert sim.leftovers("pool-a") == before
+    assert sim.tasks() == []
+
+    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[make_driver(sim)])
+    try:
+        m = orch.get(mid)
+        assert (m.status, m.leftovers) == (status, [])
+        if error_code is not None:
+            assert error_code in (m.error or "")
         assert orch.claims.list() == [] and orch.migrations.locks() == {}
         assert orch.leases.all() == []
         blob = database_bytes(db_url)
