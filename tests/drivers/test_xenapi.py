@@ -422,6 +422,57 @@ def test_not_enough_memory_on_first_choice_reschedules(orch: Orchestrator, sim: 
     assert sim.vms_named("web-1") == [("pool-b", "xs-b1", "Running")]
 
 
+def test_cross_pool_shortage_from_assert_can_migrate_reschedules(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Across pools XAPI finds the memory shortage where a real XAPI does: in
+    ``VM.assert_can_migrate`` (the source check; ``host.migrate_receive`` checks no memory).
+    xs-b1 (128 GiB here) is the scheduler's first choice; its destination check passes, then
+    it runs short (injected as the source check starts): CheckSource rejects xs-b1 with
+    XAPI's reason and the reschedule moves on to xs-a2 (pool_migrate)."""
+    scenario = copy.deepcopy(DEFAULT_SCENARIO)
+    scenario["pools"]["pool-b"]["hosts"]["xs-b1"]["memory_gib"] = 128
+    sim = start_simulator(scenario)
+    monkeypatch.setenv(PASSWORD_ENV, sim.password)
+    driver = make_driver(sim)
+    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[driver])
+    try:
+        short: list[str] = []
+
+        def on_event(e: Event) -> None:
+            if e.kind == "phase_started" and e.phase == "check-source" and not short:
+                short.append(orch.get(e.migration_id).attempts[-1].host)
+                sim.inject("host_short_of_memory", host=short[0])
+
+        orch.subscribe(on_event)
+        m = orch.live_migrate("web-1")
+        assert short == ["xs-b1"]
+        assert (m.status, m.destination, m.block_migration) == ("completed", "xs-a2", False)
+        assert [(a.host, a.outcome, a.reason) for a in m.attempts if a.outcome == "rejected"] == [
+            (
+                "xs-b1",
+                "rejected",
+                "check-source: not enough free memory on the destination: 2048 MiB needed, "
+                "256 MiB available (HOST_NOT_ENOUGH_FREE_MEMORY)",
+            )
+        ]
+        # xs-b1's destination check passed (migrate_receive); assert_can_migrate refused it
+        assert [
+            (p, c) for p, c in sim.calls if c in ("host.migrate_receive", "VM.assert_can_migrate")
+        ] == [
+            ("pool-b", "host.migrate_receive"),
+            ("pool-a", "VM.assert_can_migrate"),
+        ]
+        assert not [c for _, c in sim.calls if c == "Async.VM.migrate_send"]
+        assert sim.vms_named("web-1") == [("pool-a", "xs-a2", "Running")]
+        assert sim.leftovers("pool-b") == []
+        assert orch.claims.list() == [] and orch.migrations.locks() == {}
+    finally:
+        orch.close()
+        driver.close()
+        sim.stop()
+
+
 def test_abort_mid_transfer_cancels_the_task(orch: Orchestrator, sim: XapiSimulator):
     def on_event(e: Event) -> None:
         if e.kind == "progress" and float(e.data.get("percent", 0)) >= 30:

@@ -204,8 +204,10 @@ class XenAPIDriver(Driver):
         the pool's default SR. ``block_migration=None`` decides as described.
 
         :raises MigrationPreCheckError: (host = ``destination``) with the reason: an unknown or
-            disabled host, a host short of memory (HOST_NOT_ENOUGH_FREE_MEMORY), no management
-            IP, no default SR, an unreachable pool master...
+            disabled host, a host short of memory (HOST_NOT_ENOUGH_FREE_MEMORY from
+            ``VM.assert_can_boot_here``; with block migration real XAPI reports it only in the
+            source check's ``VM.assert_can_migrate``), no management IP, no default SR, an
+            unreachable pool master...
         :raises InstanceNotFound:
         """
         phase = "check_destination"
