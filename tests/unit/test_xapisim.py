@@ -6,8 +6,6 @@ Time is a SimClock: tasks move only when a test advances it; nothing here sleeps
 from __future__ import annotations
 
 import http.client
-import json
-import os
 import re
 import subprocess
 import sys
@@ -751,68 +749,3 @@ def test_running_it_by_hand_writes_a_ferry_config(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def test_ferry_migrate_against_the_simulator_started_by_hand(tmp_path: Any) -> None:
-    """The README's way to try the XenAPI path: the simulator started as its own process
-    (`python -m tests.xapisim --config-out FILE --speed 20`), then the real `ferry` command
-    with the printed password: `hosts` lists the XAPI hosts, `migrate web-1 --to xs-b1`
-    moves the VM across pools (exit 0, record completed) and the simulator has it on xs-b1."""
-    config = tmp_path / "xapi.toml"
-    root = Path(__file__).resolve().parents[2]
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tests.xapisim", "--config-out", str(config), "--speed", "20"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None
-        lines = []
-        for line in sim.stdout:  # the simulator says when it serves
-            lines.append(line)
-            if line.startswith("serving"):
-                break
-        export = re.search(r"export (\w+)='([^']+)'", "".join(lines))
-        url = re.search(r"pool-b: (http://127\.0\.0\.1:\d+)", "".join(lines))
-        assert export is not None and url is not None, lines
-        env = {
-            **os.environ,
-            export.group(1): export.group(2),
-            "FERRY_CONFIG": str(config),
-            "FERRY_DB": f"sqlite:///{tmp_path / 'xapi.db'}",
-        }
-
-        def ferry(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "ferry", *args],
-                cwd=root,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-
-        hosts = ferry("hosts", "--json")
-        assert hosts.returncode == 0, hosts.stderr
-        listed = {h["name"]: h for h in json.loads(hosts.stdout)}
-        assert {"xs-a1", "xs-a2", "xs-b1"} <= set(listed)
-        assert all(h["up"] for h in listed.values())
-        moved = ferry("migrate", "web-1", "--to", "xs-b1", "--json")
-        assert moved.returncode == 0, moved.stderr
-        record = json.loads(moved.stdout)
-        assert (record["status"], record["destination"]) == ("completed", "xs-b1")
-        assert record["block_migration"] is True  # another pool: storage moves too
-        # the simulator, asked over the wire, has web-1 resident on xs-b1 (pool-b)
-        session = XenAPI.Session(url.group(1))
-        session.xenapi.login_with_password("root", export.group(2))
-        try:
-            (vm,) = session.xenapi.VM.get_by_name_label("web-1")
-            host = session.xenapi.VM.get_resident_on(vm)
-            assert session.xenapi.host.get_name_label(host) == "xs-b1"
-        finally:
-            session.xenapi.session.logout()
-        assert export.group(2) not in moved.stdout + moved.stderr + hosts.stdout + hosts.stderr
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
