@@ -756,8 +756,9 @@ def submit(
     )
     if as_json:
         row = orch.jobstore.jobs.get(mid) or {}
+        status = orch.migrations.field(mid, "status")  # queued, unless a conductor was quicker
         emit_json(
-            {"id": mid, "status": "queued", "job": row.get("job_uuid"), "board": row.get("board")}
+            {"id": mid, "status": status, "job": row.get("job_uuid"), "board": row.get("board")}
         )
     else:
         click.echo(mid)

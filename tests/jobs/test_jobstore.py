@@ -293,10 +293,10 @@ def test_a_job_lost_by_the_board_is_listed_missing(make_orch: MakeOrch, redis_se
 def test_cli_submit_then_a_conductor_process_with_max_jobs(
     make_orch: MakeOrch, tmp_path: Path, max_jobs: int
 ) -> None:
-    """`ferry submit` prints the id (or, with --json, the record's headline) and returns with
-    the migration queued; a `ferry conductor --max-jobs K` process then runs them, never more
-    than K at once (the config says 4: the flag is what holds it to K), and with K = 2 two do
-    overlap."""
+    """`ferry submit` prints the id (with --json: the id, the record's status, the job and the
+    board) and returns with the migration queued and its job posted; a `ferry conductor
+    --max-jobs K` process then runs them to completed, never more than K at once (the config
+    says 4: the flag is what holds it to K), and with K = 2 two do overlap."""
     import subprocess
     import sys
 
@@ -312,16 +312,20 @@ def test_cli_submit_then_a_conductor_process_with_max_jobs(
 
     plain = ferry("submit", vms[0])
     assert plain.returncode == 0, plain.stderr
-    first = plain.stdout.strip()
+    [first] = plain.stdout.splitlines()  # the id, nothing else
     assert orch.get(first).status == "queued"  # returned at once: nothing runs it yet
-    ids = [first]
+    ids, printed = [first], {}
     for vm in vms[1:]:
         asked = ferry("submit", vm, "--json")
         assert asked.returncode == 0, asked.stderr
         out = json.loads(asked.stdout)
-        assert out["status"] == "queued" and out["job"], out
+        assert out["status"] == orch.get(out["id"]).status == "queued", out
+        assert out["board"] == orch.jobstore.safe_url, out
         ids.append(out["id"])
-    assert sorted(j.details["migration_id"] for j in board_jobs(orch)) == sorted(ids)
+        printed[out["id"]] = out["job"]
+    posted = {j.details["migration_id"]: j.uuid for j in board_jobs(orch)}
+    assert sorted(posted) == sorted(ids)
+    assert printed == {m: posted[m] for m in ids[1:]}  # --json names the job on the board
 
     with conductors(config, tmp_path) as group:
         group.start("c1", max_jobs=max_jobs)
