@@ -338,43 +338,64 @@ def test_cli_submit_then_a_conductor_process_with_max_jobs(
     assert_store_clean(orch, ids)
 
 
+@pytest.mark.parametrize("per_destination", [1, 2])
 def test_a_full_destination_sends_the_migration_back_to_the_queue(
-    make_orch: MakeOrch, tmp_path: Path
+    make_orch: MakeOrch, tmp_path: Path, per_destination: int
 ) -> None:
-    """h2 is the only possible destination and takes one migration at a time: the scheduler
-    picks it for all three VMs of h1; the conductors see it full only after `schedule`, so a
-    migration gives its slots back and waits `queued`, then resumes with the host it was given.
-    Never two transfers into h2 at once, all three completed there."""
+    """h2 is the only possible destination and takes M migrations at a time: the scheduler
+    picks it for all M + 2 VMs of h1; the conductors see it full only after `schedule`, so a
+    migration gives its slots back and waits `queued`, then resumes with the host it was given
+    (`schedule` does not run again). Never more than M transfers into h2 at once (and M do
+    overlap), all completed there; and whenever a conductor gives a migration's slots back its
+    record already says `queued` (or is finished): the record never shows a migration being
+    prepared or run while another may have taken its slot."""
     cluster = tmp_path / "cluster.toml"
-    # ~1 s transfers (1 GiB at 1024 MiB/s, speed 1)
-    vms = write_cluster(cluster, hosts=2, vms_per_host={1: 3}, memory_mb=1024, bandwidth_mbps=1024)
-    limits = {"per_destination": 1}
+    # ~2 s transfers (2 GiB at 1024 MiB/s, speed 1)
+    vms = write_cluster(
+        cluster, hosts=2, vms_per_host={1: per_destination + 2}, memory_mb=2048, bandwidth_mbps=1024
+    )
+    limits = {"per_destination": per_destination}
     orch = make_orch(cluster=cluster, speed=1.0, **limits)
-    mids = [orch.submit(vm) for vm in vms]
-    with in_process_conductors([make_orch(cluster=cluster, speed=1.0, **limits)] * 2):
+    released: list[tuple[str, str]] = []  # (migration, its record's status) at each release
+    with in_process_conductors([make_orch(cluster=cluster, speed=1.0, **limits)] * 2) as running:
+        for conductor in running:  # before anything is posted: no release can be missed
+
+            def spy(mid: str, keys: Any = None, release: Any = conductor.slots.release) -> int:
+                released.append((mid, orch.get(mid).status))
+                return int(release(mid, keys))
+
+            conductor.slots.release = spy  # type: ignore[method-assign]
+        mids = [orch.submit(vm) for vm in vms]
         wait_for(lambda: all(orch.get(m).done for m in mids), 120, "every migration")
     records = [orch.get(m) for m in mids]
-    assert [(r.status, r.destination) for r in records] == [("completed", "h2")] * 3
-    # at least one went preparing -> queued (destination full) -> preparing again
-    sent_back = [
-        r.id
-        for r in records
-        if any(
-            a.status == "preparing" and b.status == "queued"
-            for a, b in zip(r.history, r.history[1:], strict=False)
-        )
-    ]
-    assert sent_back, [[h.status for h in r.history] for r in records]
+    assert [(r.status, r.destination) for r in records] == [("completed", "h2")] * len(vms)
+    # some went preparing -> queued (destination full) -> preparing again -> completed
+    sent_back = []
     for r in records:
-        assert sum(h.status == "running" for h in r.history) == 1
+        statuses = [h.status for h in r.history]
+        for a, b in zip(r.history, r.history[1:], strict=False):
+            if (a.status, b.status) == ("preparing", "queued"):
+                sent_back.append(r.id)
+                assert b.detail == (
+                    f"waiting for a slot: {per_destination} of {per_destination} migrations into h2"
+                ), r.history
+        assert statuses[-4:] == ["preparing", "running", "post-migrating", "completed"], statuses
+        assert statuses.count("running") == 1, statuses
+        # the host chosen once, kept across the wait
+        assert [(a.host, a.outcome) for a in r.attempts if a.outcome == "chosen"] == [
+            ("h2", "chosen")
+        ], r.attempts
+    assert len(set(sent_back)) >= 2, [[h.status for h in r.history] for r in records]
+    # the slots were given back only by records already queued (sent back) or finished
+    assert {status for _, status in released} <= {"queued", "completed"}, released
+    assert {m for m, status in released if status == "queued"} == set(sent_back), released
+    # what ran into h2 at once: the hypervisor's transfers and the records agree
     spans = [(t["started_at"], t["ended_at"]) for t in transfers_of(orch)]
-    assert len(spans) == 3 and max_overlap(spans) == 1
-    # the records agree: from `running` to `completed`, one migration at a time
-    running = []
-    for m in mids:
-        history = orch.get(m).history
-        start = next(h.at for h in history if h.status == "running")
-        end = next(h.at for h in history if h.status == "completed")
-        running.append((start, end))
-    assert max_overlap(running) == 1
+    assert len(spans) == len(vms) and max_overlap(spans) == per_destination
+    running_spans = []
+    for r in records:
+        start = next(h.at for h in r.history if h.status == "running")
+        end = next(h.at for h in r.history if h.status == "completed")
+        running_spans.append((start, end))
+    assert max_overlap(running_spans) == per_destination
     assert_store_clean(orch, mids)
