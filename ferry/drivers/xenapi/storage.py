@@ -9,6 +9,7 @@ SR the destination pool had before keeps everything but ferry's PBDs.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .lookup import Lookup
 from .records import TAG_INSTANCE, Refused, Vm, tags_of
@@ -45,8 +46,7 @@ def connect_volume_sr(
         )
         changed = True
         LOG.info("xenapi pool %s: volume SR %s introduced", pool.url, sr_uuid)
-    pbds = {p: pool.call("PBD.get_record", p) for p in pool.call("SR.get_PBDs", sr)}
-    here = {ref: rec for ref, rec in pbds.items() if rec.get("host") == host_ref}
+    here = _pbds_on(pool, sr, host_ref)
     if not here:
         if src_sr is None:
             raise Refused(f"volume SR {sr_uuid}: no PBD to copy the device config from")
@@ -76,11 +76,14 @@ def attached_sr(lookup: Lookup, pool: PoolSession, sr_uuid: str, host_ref: str) 
     sr = lookup.sr_by_uuid(pool, sr_uuid)
     if sr is None:
         return None
-    for pbd in pool.call("SR.get_PBDs", sr):
-        rec = pool.call("PBD.get_record", pbd)
-        if rec.get("host") == host_ref and rec.get("currently_attached"):
-            return sr
-    return None
+    here = _pbds_on(pool, sr, host_ref)
+    return sr if any(rec.get("currently_attached") for rec in here.values()) else None
+
+
+def _pbds_on(pool: PoolSession, sr: str, host_ref: str) -> dict[str, dict[str, Any]]:
+    """SR ``sr``'s PBDs on ``host_ref``: ref -> record."""
+    records = {p: pool.call("PBD.get_record", p) for p in pool.call("SR.get_PBDs", sr)}
+    return {ref: rec for ref, rec in records.items() if rec.get("host") == host_ref}
 
 
 def _source_device_config(vm: Vm, src_sr: str) -> dict[str, str]:
