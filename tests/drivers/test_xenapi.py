@@ -115,6 +115,23 @@ def ref_named(sim: XapiSimulator, pool: str, cls: str, name: str) -> str:
         return sim.model.one(pool, cls, name_label=name)
 
 
+def vol_1_sr_introduced_on(sim: XapiSimulator, host: str, shared: bool) -> tuple[Any, str, str]:
+    """An administrator of pool-b introduces vol-1's volume SR (as on pool-a) and plugs a PBD
+    of it on ``host``, behind ferry's back: (pool-b's API, the SR ref, the PBD ref)."""
+    xapi = admin(sim, "pool-b").xenapi
+    src = record(sim, "pool-a", "SR", ref_named(sim, "pool-a", "SR", "vol-1-data"))
+    src_pbd = record(sim, "pool-a", "PBD", src["PBDs"][0])
+    sr = xapi.SR.introduce(
+        src["uuid"], src["name_label"], "", src["type"], src["content_type"], shared, {}
+    )
+    (host_ref,) = xapi.host.get_by_name_label(host)
+    pbd = xapi.PBD.create(
+        {"host": host_ref, "SR": sr, "device_config": src_pbd["device_config"], "other_config": {}}
+    )
+    xapi.PBD.plug(pbd)
+    return xapi, sr, pbd
+
+
 # ============================================================================ same pool
 def test_same_pool_uses_pool_migrate(sim: XapiSimulator, driver: XenAPIDriver, sent: list[Call]):
     ref_before = vm_ref(sim, "pool-a", "web-1")
@@ -233,17 +250,7 @@ def test_a_volume_sr_the_destination_pool_already_had_is_left_alone(
     """pool-b already knows vol-1's volume SR (an administrator introduced it and plugged a PBD
     on xs-b1): pre_live_migration uses it as it is, and the rollback neither unplugs that PBD
     nor forgets the SR -- only what ferry made (the interim network) goes."""
-    xapi = admin(sim, "pool-b").xenapi
-    src = record(sim, "pool-a", "SR", ref_named(sim, "pool-a", "SR", "vol-1-data"))
-    src_pbd = record(sim, "pool-a", "PBD", src["PBDs"][0])
-    sr = xapi.SR.introduce(
-        src["uuid"], src["name_label"], "", src["type"], src["content_type"], False, {}
-    )
-    (host,) = xapi.host.get_by_name_label("xs-b1")
-    pbd = xapi.PBD.create(
-        {"host": host, "SR": sr, "device_config": src_pbd["device_config"], "other_config": {}}
-    )
-    xapi.PBD.plug(pbd)
+    xapi, _sr, pbd = vol_1_sr_introduced_on(sim, "xs-b1", shared=False)
     before = sim.leftovers("pool-b")
     assert before == ["PBD:vol-1-data@xs-b1", "SR:vol-1-data"]
 
@@ -271,17 +278,7 @@ def test_a_volume_sr_pool_b_had_on_another_host_keeps_it_and_loses_ferrys_pbd(
     monkeypatch.setenv(PASSWORD_ENV, sim.password)
     driver = make_driver(sim)
     try:
-        xapi = admin(sim, "pool-b").xenapi
-        src = record(sim, "pool-a", "SR", ref_named(sim, "pool-a", "SR", "vol-1-data"))
-        src_pbd = record(sim, "pool-a", "PBD", src["PBDs"][0])
-        sr = xapi.SR.introduce(
-            src["uuid"], src["name_label"], "", src["type"], src["content_type"], True, {}
-        )
-        (b2,) = xapi.host.get_by_name_label("xs-b2")
-        theirs = xapi.PBD.create(
-            {"host": b2, "SR": sr, "device_config": src_pbd["device_config"], "other_config": {}}
-        )
-        xapi.PBD.plug(theirs)
+        xapi, sr, theirs = vol_1_sr_introduced_on(sim, "xs-b2", shared=True)
         before = sim.leftovers("pool-b")
         assert before == ["PBD:vol-1-data@xs-b2", "SR:vol-1-data"]
 
@@ -315,7 +312,11 @@ def test_a_volume_sr_pool_b_had_on_another_host_keeps_it_and_loses_ferrys_pbd(
         assert sim.leftovers("pool-b") == before  # ferry's PBD and interim network gone
         assert xapi.SR.get_PBDs(sr) == [theirs]
         assert xapi.PBD.get_currently_attached(theirs) is True
-        assert xapi.SR.get_uuid(sr) == src["uuid"]  # the SR itself is still known
+        # the SR itself is still known
+        assert (
+            xapi.SR.get_uuid(sr)
+            == record(sim, "pool-a", "SR", ref_named(sim, "pool-a", "SR", "vol-1-data"))["uuid"]
+        )
         undo = [
             m for m in methods(sim, "pool-b") if m in ("PBD.unplug", "PBD.destroy", "SR.forget")
         ]

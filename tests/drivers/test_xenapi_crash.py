@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry import Orchestrator
+from ferry import Migration, Orchestrator
 from ferry.drivers.xenapi.session import load_sdk
 from tests.conftest import fast_settings
 from tests.crash.xenapi_runner import ClockServer
@@ -62,6 +62,22 @@ def run(sim: XapiSimulator, clock: ClockServer, db_url: str, *args: str) -> tupl
     return proc.returncode, proc.stdout.split()
 
 
+def finished_record(sim: XapiSimulator, db_url: str, mid: str) -> Migration:
+    """The migration's record, after asserting that nothing is held for it (claims, instance
+    locks, leases) and that neither the password nor any session id is in the database."""
+    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[make_driver(sim)])
+    try:
+        m = orch.get(mid)
+        assert orch.claims.list() == [] and orch.migrations.locks() == {}
+        assert orch.leases.all() == []
+    finally:
+        orch.close()
+    blob = database_bytes(db_url)
+    for secret in [sim.password, *sim.session_ids()]:
+        assert secret.encode() not in blob
+    return m
+
+
 @pytest.mark.parametrize(
     ("point", "meanwhile_s"),
     [
@@ -92,56 +108,9 @@ def test_killed_during_migrate_send_then_resumed(
     assert sim.leftovers("pool-a") == []
     assert sim.tasks() == []
 
-    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[make_driver(sim)])
-    try:
-        m = orch.get(mid)
-        assert (m.status, m.destination) == ("completed", "xs-b1")
-        assert len([h for h in m.history if h.status == "completed"]) == 1
-        assert orch.claims.list() == [] and orch.migrations.locks() == {}
-        assert orch.leases.all() == []
-        blob = database_bytes(db_url)
-        for secret in [sim.password, *sim.session_ids()]:
-            assert secret.encode() not in blob
-    finally:
-        orch.close()
-
-
-def test_killed_mid_transfer_and_the_task_fails_while_down_then_resumed(
-    sim: XapiSimulator, clock: ClockServer, db_url: str
-):
-    """ferry is SIGKILLed mid-transfer; while nobody watches, XAPI's migrate task fails half
-    way. The resume finds the tagged task failed and the VM still on the source: it does not
-    start a second transfer but reverts -- the interim network gone from pool-b, the task
-    destroyed, nothing held, the record failed with XAPI's error code."""
-    code, out = run(
-        sim, clock, db_url, "migrate", "web-1", "--to", "xs-b1", "--kill-at", "progress:20"
-    )
-    assert code == -signal.SIGKILL, out
-    mid = out[0]
-    sim.inject("task_fails", vm="web-1", at=0.5, code="VM_MIGRATE_FAILED")
-    sim.clock.advance(60)
-    (task,) = sim.tasks("pool-a")
-    assert (task["status"], task["error_info"][0]) == ("failure", "VM_MIGRATE_FAILED")
-
-    code, out = run(sim, clock, db_url, "resume", mid)
-    assert (code, out[-1]) == (1, "failed")
-    assert [m for _, m in sim.calls if m == "Async.VM.migrate_send"] == ["Async.VM.migrate_send"]
-    assert sim.vms_named("web-1") == [("pool-a", "xs-a1", "Running")]
-    assert sim.leftovers("pool-b", None) == []
-    assert sim.tasks() == []
-
-    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[make_driver(sim)])
-    try:
-        m = orch.get(mid)
-        assert m.status == "failed"
-        assert "VM_MIGRATE_FAILED" in (m.error or "")
-        assert orch.claims.list() == [] and orch.migrations.locks() == {}
-        assert orch.leases.all() == []
-        blob = database_bytes(db_url)
-        for secret in [sim.password, *sim.session_ids()]:
-            assert secret.encode() not in blob
-    finally:
-        orch.close()
+    m = finished_record(sim, db_url, mid)
+    assert (m.status, m.destination) == ("completed", "xs-b1")
+    assert len([h for h in m.history if h.status == "completed"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -149,6 +118,7 @@ def test_killed_mid_transfer_and_the_task_fails_while_down_then_resumed(
     [
         ("task.cancel", "cancelled", None),  # an administrator's `xe task-cancel`
         ("mirror_failed", "failed", "MIRROR_FAILED"),  # the storage mirror breaks half way
+        ("task_fails", "failed", "VM_MIGRATE_FAILED"),  # the migration itself fails half way
     ],
 )
 def test_killed_mid_transfer_of_a_vm_with_a_volume_then_its_task_ends_while_down(
@@ -161,12 +131,12 @@ def test_killed_mid_transfer_of_a_vm_with_a_volume_then_its_task_ends_while_down
 ):
     """vol-1 (a disk on nfs-a and a volume on its own SR) goes to pool-b: ferry introduced the
     volume SR there (PBD created and plugged on xs-b1) and an interim network, started
-    migrate_send and is SIGKILLed mid-transfer. While it is down the task is cancelled or
-    fails. The resume sees the tagged task ended with the VM still on the source: no second
-    migrate_send; it reverts -- the volume SR forgotten on pool-b, its PBD and the interim
-    network gone, the source's SR still plugged, the task destroyed, nothing held -- and the
-    record ends cancelled (ferry's status for a cancelled transfer) or failed with XAPI's
-    code."""
+    migrate_send and is SIGKILLed mid-transfer. While it is down the task is cancelled, or
+    fails (the storage mirror or the migration itself). The resume sees the tagged task ended
+    with the VM still on the source: no second migrate_send; it reverts -- the volume SR
+    forgotten on pool-b, its PBD and the interim network gone, the source's SR still
+    plugged, the task destroyed, nothing held -- and the record ends cancelled (ferry's status
+    for a cancelled transfer) or failed with XAPI's code."""
     code, out = run(
         sim, clock, db_url, "migrate", "vol-1", "--to", "xs-b1", "--kill-at", "progress:20"
     )
@@ -186,8 +156,10 @@ def test_killed_mid_transfer_of_a_vm_with_a_volume_then_its_task_ends_while_down
         xapi.xenapi.login_with_password(sim.username, sim.password, "1.1", "test")
         xapi.xenapi.task.cancel(task["ref"])
         xapi.xenapi.session.logout()
-    else:
+    elif meanwhile == "mirror_failed":
         sim.inject("mirror_failed", vm="vol-1", at=0.5)
+    else:
+        sim.inject("task_fails", vm="vol-1", at=0.5, code=error_code)
     sim.clock.advance(60)
     (task,) = sim.tasks("pool-a")
     assert task["status"] == ("cancelled" if error_code is None else "failure")
@@ -206,16 +178,7 @@ def test_killed_mid_transfer_of_a_vm_with_a_volume_then_its_task_ends_while_down
     assert sim.leftovers("pool-a") == before
     assert sim.tasks() == []
 
-    orch = Orchestrator(db_url, settings=fast_settings(), drivers=[make_driver(sim)])
-    try:
-        m = orch.get(mid)
-        assert (m.status, m.leftovers) == (status, [])
-        if error_code is not None:
-            assert error_code in (m.error or "")
-        assert orch.claims.list() == [] and orch.migrations.locks() == {}
-        assert orch.leases.all() == []
-        blob = database_bytes(db_url)
-        for secret in [sim.password, *sim.session_ids()]:
-            assert secret.encode() not in blob
-    finally:
-        orch.close()
+    m = finished_record(sim, db_url, mid)
+    assert (m.status, m.leftovers) == (status, [])
+    if error_code is not None:
+        assert error_code in (m.error or "")
