@@ -32,6 +32,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
         allow_module_level=True,
     )
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -83,8 +84,39 @@ def live(db_url: str) -> Iterator[tuple[Orchestrator, WebServer]]:
         orch.close()
 
 
+# The pages replace their rows and texts every refresh (0.5 s here), so an element found by
+# find_element can be gone by the time it is read. These helpers read in one script call,
+# which runs between two refreshes, never across one.
+def _attr(driver: Any, dom_id: str, name: str) -> str | None:
+    value = driver.execute_script(
+        "var e = document.getElementById(arguments[0]);"
+        "return e ? e.getAttribute(arguments[1]) : null;",
+        dom_id,
+        name,
+    )
+    return None if value is None else str(value)
+
+
+def _text(driver: Any, dom_id: str) -> str:
+    value = driver.execute_script(
+        "var e = document.getElementById(arguments[0]); return e ? e.innerText : null;", dom_id
+    )
+    return "" if value is None else str(value).strip()
+
+
+def _cells(driver: Any, row_id: str) -> list[str]:
+    return [
+        str(v).strip()
+        for v in driver.execute_script(
+            "var r = document.getElementById(arguments[0]);"
+            "return r ? Array.from(r.cells).map(function (c) { return c.innerText; }) : [];",
+            row_id,
+        )
+    ]
+
+
 def percent(driver: Any) -> float:
-    text = driver.find_element(By.ID, "percent").text
+    text = _text(driver, "percent")
     match = re.match(r"([\d.]+)%", text)
     return float(match.group(1)) if match else -1.0
 
@@ -100,44 +132,40 @@ def screenshot(driver: Any, name: str) -> Path:
 def test_list_and_live_migration_page(browser: Any, live: tuple[Orchestrator, WebServer]) -> None:
     orch, server = live
     handle = orch.live_migrate("big-1", wait=False)
-    wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+    wait = WebDriverWait(
+        browser, 30, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
     # the list shows the migration running (the page refreshes itself)
     browser.get(server.url)
     row = f"m-{handle.id}"
-    wait.until(
-        lambda d: (
-            d.find_elements(By.ID, row)
-            and d.find_element(By.ID, row).get_attribute("data-status") == "running"
-        )
-    )
-    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, f"#{row} td")]
+    wait.until(lambda d: _attr(d, row, "data-status") == "running")
+    cells = _cells(browser, row)
     assert cells[0] == handle.id and cells[1] == "running" and cells[2] == "big-1"
     assert cells[3] == "node-a" and cells[4] == "node-c"
     screenshot(browser, "web-list.png")
 
     # its page: the graph with the transfer running, and the progress moving
-    browser.find_element(By.LINK_TEXT, handle.id).click()
+    wait.until(lambda d: d.find_element(By.LINK_TEXT, handle.id).click() or True)
     wait.until(lambda d: "state-running" in _class(d, "atom-transfer"))
     assert "state-success" in _class(browser, "atom-pre-live-migration")
     assert "state-pending" in _class(browser, "atom-complete")
-    assert browser.find_element(By.ID, "status").text == "running"
+    assert _text(browser, "status") == "running"
     wait.until(lambda d: percent(d) > 0)
     first = percent(browser)
     wait.until(lambda d: percent(d) > first + 1)
-    attempts = browser.find_element(By.ID, "attempts").text
+    attempts = _text(browser, "attempts")
     assert "node-b" in attempts and "rejected" in attempts  # the reschedule
     shot = screenshot(browser, "web-migration.png")
     assert shot.stat().st_size > 10_000
 
     # aborted from elsewhere: the page follows the run to its end without a reload
     orch.migrations.request_abort(handle.id)
-    wait.until(lambda d: d.find_element(By.ID, "status").text == "cancelled")
+    wait.until(lambda d: _text(d, "status") == "cancelled")
     wait.until(lambda d: "state-reverted" in _class(d, "atom-transfer"))
     with pytest.raises(FerryError):
         handle.wait(timeout=30)
 
 
 def _class(driver: Any, dom_id: str) -> str:
-    found = driver.find_elements(By.ID, dom_id)
-    return (found[0].get_attribute("class") or "") if found else ""
+    return _attr(driver, dom_id, "class") or ""
