@@ -8,7 +8,7 @@ schema and semantics but
 * builds the tables once per backend and shares ferry's pooled engine (WAL SQLite / PostgreSQL),
 * writes an atom update as one ``UPDATE`` (TaskFlow's storage always hands over the complete,
   authoritative atom detail, and only one runner drives a flow at a time: see leases),
-* on a flow update inserts only the atoms the database does not have yet,
+* on a flow update inserts only the atoms the database does not have yet, in one statement,
 * skips the write TaskFlow makes right after a state change only to set the progress to 0.0 or
   1.0 (the state change itself is written; the progress of a finished atom is implied by it).
 
@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import sql
 from taskflow import exceptions as tf_exc
+from taskflow.persistence import models
 from taskflow.persistence.backends import impl_sqlalchemy
 from taskflow.persistence.backends.sqlalchemy import tables
 
@@ -73,6 +74,9 @@ class FerryBackend(impl_sqlalchemy.SQLAlchemyBackend):
         self.atoms_of_flow_stmt = sql.select(ad_t.c.uuid).where(
             ad_t.c.parent_uuid == sa.bindparam("_uuid")
         )
+        #: the new atoms of a flow in one multi-row INSERT (a new run adds all of them at once)
+        self.insert_atom_stmt = sql.insert(ad_t)
+        self.insert_atom_columns = [*columns, "uuid", "parent_uuid", "atom_type"]
         self._written: dict[str, str] = {}
         self._written_lock = threading.Lock()
 
@@ -124,6 +128,12 @@ class FerryConnection(impl_sqlalchemy.Connection):
             )
         return atom_detail
 
+    def _atom_row(self, atom_detail: Any, parent_uuid: str) -> dict[str, Any]:
+        values = atom_detail.to_dict()
+        values["parent_uuid"] = parent_uuid
+        values["atom_type"] = models.atom_detail_type(atom_detail)
+        return {c: values.get(c) for c in self._backend.insert_atom_columns}
+
     def update_flow_details(self, flow_detail: Any) -> Any:
         backend = self._backend
         values = flow_detail.to_dict()
@@ -137,9 +147,10 @@ class FerryConnection(impl_sqlalchemy.Connection):
                 known = set(
                     conn.execute(backend.atoms_of_flow_stmt, {"_uuid": flow_detail.uuid}).scalars()
                 )
-                for ad in flow_detail:
-                    if ad.uuid not in known:
-                        self._insert_atom_details(conn, ad, flow_detail.uuid)
+                parent = flow_detail.uuid
+                rows = [self._atom_row(ad, parent) for ad in flow_detail if ad.uuid not in known]
+                if rows:
+                    conn.execute(backend.insert_atom_stmt, rows)
         except sa_exc.SQLAlchemyError:
             tf_exc.raise_with_cause(
                 tf_exc.StorageFailure,

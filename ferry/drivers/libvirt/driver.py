@@ -31,6 +31,7 @@ connection per host URI (:class:`~ferry.drivers.libvirt.connection.HostConnectio
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -69,11 +70,13 @@ from ferry.errors import (
     TransferFailed,
 )
 from ferry.model import Host, Instance, MigrateData, PowerState, TransferProgress
-from ferry.scheduler.numa import NUMA_LABEL, GuestRequest, HostNumaState, Pinning
+from ferry.scheduler.numa import NUMA_LABEL, GuestRequest, HostNumaState, NumaTopology, Pinning
 
 LOG = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+#: host info reads the instances' file system size from a pool refreshed at most this long ago (s)
+POOL_INFO_AGE = 5.0
 GIB = 1024 * MIB
 #: how long a finished ``migrateToURI3`` call waits for the source's job-completed event
 COMPLETED_EVENT_WAIT = 2.0
@@ -94,6 +97,25 @@ _POWER = {
 _PAUSED_MIGRATION, _PAUSED_POSTCOPY, _RUNNING_POSTCOPY = 2, 12, 10
 _JOB_UNBOUNDED = 2
 _OP_MIGRATION_IN, _OP_MIGRATION_OUT = 4, 5
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a host's libvirtd reports that cannot change while one connection to it stays open
+    (an upgraded or restarted daemon, a host rebooted with other memory: a new connection)."""
+
+    hypervisor_type: str
+    hypervisor_version: int
+    memory_mb: int
+    vcpus: int
+    host_uuid: str
+    topology: NumaTopology
+
+
+@functools.lru_cache(maxsize=512)
+def _describe(xml: str) -> GuestDescription:
+    """describe_guest, once per distinct domain XML (the description is immutable)."""
+    return describe_guest(xml)
 
 
 @dataclass
@@ -178,7 +200,10 @@ class LibvirtDriver(Driver):
         self._conns = {name: HostConnection(spec) for name, spec in self.specs.items()}
         self._transfers: dict[str, _Transfer] = {}
         self._lock = threading.Lock()
-        self._caps: dict[str, tuple[float, str]] = {}
+        #: per host: the connection the facts were read on, and the facts
+        self._facts: dict[str, tuple[Any, _Facts]] = {}
+        #: per host: the connection, its instances_path pool and when that was last refreshed
+        self._pools: dict[str, tuple[Any, Any, float]] = {}
         self._events = False  # libvirt's event loop runs (started with the first transfer)
         libvirt_module()  # fail at construction with the extra's name when libvirt is missing
 
@@ -257,13 +282,30 @@ class LibvirtDriver(Driver):
                 LOG.debug("host %s: %s", host, exc)
         return found
 
-    def _capabilities(self, host: str) -> str:
-        cached = self._caps.get(host)
-        if cached and time.monotonic() - cached[0] < 300:
+    def _host_facts(self, host: str, conn: Any) -> _Facts:
+        """The host's static facts, read once per connection (``getInfo``, ``getType``,
+        ``getVersion``, ``getCapabilities``: host UUID and NUMA topology)."""
+        cached = self._facts.get(host)
+        if cached is not None and cached[0] is conn:
             return cached[1]
-        caps = str(self._call(host, "read the capabilities", lambda c: c.getCapabilities()))
-        self._caps[host] = (time.monotonic(), caps)
-        return caps
+        info = conn.getInfo()
+        caps = str(conn.getCapabilities())
+        facts = _Facts(
+            hypervisor_type=str(conn.getType()).lower(),
+            hypervisor_version=int(conn.getVersion()),
+            memory_mb=int(info[1]),
+            vcpus=int(info[2]),
+            host_uuid=host_uuid(caps),
+            topology=host_topology(caps),
+        )
+        self._facts[host] = (conn, facts)
+        return facts
+
+    def _topology(self, host: str) -> NumaTopology:
+        facts: _Facts = self._call(
+            host, "read the capabilities", lambda c: self._host_facts(host, c)
+        )
+        return facts.topology
 
     @staticmethod
     def _key(data: MigrateData) -> str:
@@ -273,14 +315,35 @@ class LibvirtDriver(Driver):
         )
 
     # ------------------------------------------------------------- storage pools
-    def _pool(self, host: str, path: str | None = None) -> Any:
+    def _pool(self, host: str, path: str | None = None, *, max_age: float = 0.0) -> Any:
         """A (transient) directory pool on ``path`` (the host's instances_path by default),
-        refreshed so files written by another host are seen."""
+        refreshed so files written by another host are seen -- unless it was refreshed less
+        than ``max_age`` seconds ago. The instances_path pool is kept per connection (one
+        round trip instead of three: look up, is-active, refresh)."""
         lv = libvirt_module()
         target = path or self.specs[host].instances_path
         name = "ferry-" + uuidlib.uuid5(uuidlib.NAMESPACE_URL, target).hex[:12]
+        keep = path is None
 
         def get(conn: Any) -> Any:
+            now = time.monotonic()
+            cached = self._pools.get(host) if keep else None
+            if cached is not None and cached[0] is conn:
+                _conn, pool, refreshed = cached
+                if now - refreshed <= max_age:
+                    return pool
+                try:
+                    pool.refresh(0)
+                except lv.libvirtError as exc:
+                    if error_code(exc) not in (
+                        lv.VIR_ERR_NO_STORAGE_POOL,
+                        lv.VIR_ERR_OPERATION_INVALID,
+                    ):
+                        raise
+                    # destroyed or stopped by someone else: open it again below
+                else:
+                    self._pools[host] = (conn, pool, now)
+                    return pool
             try:
                 pool = conn.storagePoolLookupByName(name)
             except lv.libvirtError as exc:
@@ -301,6 +364,8 @@ class LibvirtDriver(Driver):
             if not pool.isActive():
                 pool.create(0)
             pool.refresh(0)
+            if keep:
+                self._pools[host] = (conn, pool, now)
             return pool
 
         return self._call(host, f"open the storage pool on {target}", get)
@@ -399,27 +464,27 @@ class LibvirtDriver(Driver):
 
     def _host_info(self, host: str, conn: Any) -> Host:
         spec = self.specs[host]
-        info = conn.getInfo()
-        memory_mb, vcpus = int(info[1]), int(info[2])
+        facts = self._host_facts(host, conn)
+        memory_mb, vcpus = facts.memory_mb, facts.vcpus
         used_mb, used_vcpus = spec.reserved_host_memory_mb, 0
         guests = []
         for dom in conn.listAllDomains(1):  # VIR_CONNECT_LIST_DOMAINS_ACTIVE
             _state, max_kib, _mem, ncpu, _t = dom.info()
             used_mb += int(max_kib) // 1024
             used_vcpus += int(ncpu)
-            try:
-                guests.append(describe_guest(dom.XMLDesc(0)))
-            except Exception:
-                continue
-        labels: dict[str, str] = {}
+            if facts.topology.cells:
+                try:
+                    guests.append(_describe(dom.XMLDesc(0)))
+                except Exception:
+                    continue
+        labels: dict[str, str] = {"host_uuid": facts.host_uuid}
+        if facts.topology.cells:
+            labels[NUMA_LABEL] = numa_state(facts.topology, guests).to_label()
         disk_gb = disk_used = 0
         try:
-            caps = self._capabilities(host)
-            labels["host_uuid"] = host_uuid(caps)
-            topology = host_topology(caps)
-            if topology.cells:
-                labels[NUMA_LABEL] = numa_state(topology, guests).to_label()
-            _s, capacity, _alloc, available = self._pool(host).info()
+            # the size of the instances' file system; a pool refreshed within the last
+            # seconds is recent enough for that
+            _s, capacity, _alloc, available = self._pool(host, max_age=POOL_INFO_AGE).info()
             disk_gb = int(capacity // GIB)
             disk_used = int((capacity - available) // GIB)
         except DriverError as exc:
@@ -427,8 +492,8 @@ class LibvirtDriver(Driver):
         return Host(
             name=host,
             driver=self.name,
-            hypervisor_type=str(conn.getType()).lower(),
-            hypervisor_version=int(conn.getVersion()),
+            hypervisor_type=facts.hypervisor_type,
+            hypervisor_version=facts.hypervisor_version,
             vcpus=vcpus,
             memory_mb=memory_mb,
             disk_gb=disk_gb,
@@ -472,7 +537,7 @@ class LibvirtDriver(Driver):
             found.job_op = self._job(dom).get("operation")
         if found.incoming or found.postcopy_source:
             return None
-        desc = describe_guest(dom.XMLDesc(0))
+        desc = _describe(dom.XMLDesc(0))
         return self._to_instance(host, desc, state, dom)
 
     def _to_instance(self, host: str, desc: GuestDescription, state: int, dom: Any) -> Instance:
@@ -589,7 +654,7 @@ class LibvirtDriver(Driver):
         src_dom = self._domain(source, instance.uuid)
         if src_dom is None:
             raise InstanceNotFound(instance.uuid)
-        desc = describe_guest(src_dom.XMLDesc(0))
+        desc = _describe(src_dom.XMLDesc(0))
         src = self.host_info(source)
         if dest.labels.get("host_uuid") and dest.labels.get("host_uuid") == src.labels.get(
             "host_uuid"
@@ -710,10 +775,10 @@ class LibvirtDriver(Driver):
         guests = []
         for dom in self._call(host, "list domains", lambda c: c.listAllDomains(1)):
             try:
-                guests.append(describe_guest(dom.XMLDesc(0)))
+                guests.append(_describe(dom.XMLDesc(0)))
             except Exception:
                 continue  # vanished meanwhile
-        return numa_state(host_topology(self._capabilities(host)), guests)
+        return numa_state(self._topology(host), guests)
 
     def _fit_pinning(self, destination: str, desc: GuestDescription) -> Pinning | str:
         state = self._numa_state(destination)
@@ -751,7 +816,7 @@ class LibvirtDriver(Driver):
             return self._volume(self._pool(source), marker) is not None
         finally:
             try:
-                vol = self._volume(self._pool(destination), marker)
+                vol = self._volume(pool, marker)  # created through this pool: no refresh needed
                 if vol is not None:
                     vol.delete(0)
             except (lv.libvirtError, DriverError) as exc:
@@ -777,7 +842,7 @@ class LibvirtDriver(Driver):
             raise MigrationPreCheckError(
                 data.source, f"{instance.name} is not active on {data.source}", "check_source"
             )
-        desc = describe_guest(dom.XMLDesc(0))
+        desc = _describe(dom.XMLDesc(0))
         path = self.specs[data.source].instances_path
         if data.block_migration and data.shared_storage:
             raise MigrationPreCheckError(
@@ -816,7 +881,7 @@ class LibvirtDriver(Driver):
         dom = self._domain(data.source, instance.uuid)
         if dom is None:
             raise InstanceNotFound(instance.uuid)
-        desc = describe_guest(dom.XMLDesc(0))
+        desc = _describe(dom.XMLDesc(0))
         missing = self._missing_networks(data.destination, desc)
         if missing:
             raise DriverError(data.destination, "pre_live_migration", "; ".join(missing))
