@@ -144,8 +144,13 @@ def timeline_text(view: RunView, width: int = 50) -> Text:
         out.append(f"{row.state:<10}", style=STATE_STYLES.get(row.state, ""))
         out.append(f" {_secs(ex):>8} {_secs(rv):>8}  |")
         cells: list[tuple[str, str]] = [(" ", "")] * width
+        failed_at = -1  # the column of the last failed execute's "x"
         for span in row.spans:
             start, end = col(span.start), col(span.end if span.end is not None else t1)
+            if span.kind == "revert" and start <= failed_at < width - 1:
+                # a quick failure and its revert in one column: the "x" keeps it, the revert
+                # is drawn from the next one
+                start, end = failed_at + 1, max(end, failed_at + 1)
             style = STYLES.get((span.kind, span.outcome), "")
             char = EXECUTE if span.kind == "execute" else REVERT
             for i in range(start, max(start, end) + 1):
@@ -154,6 +159,7 @@ def timeline_text(view: RunView, width: int = 50) -> Text:
                 cells[end] = (OPEN, style)
             elif span.kind == "execute" and span.outcome == states.FAILURE:
                 cells[end] = (FAILED, "bold red")
+                failed_at = end
         for t in row.earlier_failures:
             cells[col(t)] = (FAILED, "bold red")
         for char, style in cells:

@@ -49,6 +49,22 @@ def test_timeline_text(orch: Orchestrator, sim: SimulatedDriver) -> None:
     assert any("switchover" in line for line in lines)
 
 
+def test_timeline_failure_and_revert_in_one_column(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
+    # a failure and its revert quicker than one column: the "x" stays, the revert follows it
+    sim.inject_fault("compute-3", "pre_live_migration", message="no room")
+    m = run_to_end(orch, "web-1")
+    view = RunStore.of(orch).load(m.id)
+    stamps = view.atoms["pre-live-migration"].timestamps
+    at = stamps["FAILURE"]
+    stamps.update(REVERTING=at, REVERTED=at)
+    lines = format_timeline(view, width=40).splitlines()
+    row = next(line for line in lines if line.split() and line.split()[0] == "pre-live-migration")
+    bar = row.split("|")[1]
+    assert "x░" in bar, bar
+
+
 def test_export_fields(orch: Orchestrator) -> None:
     m = run_to_end(orch, "web-1")
     data = json.loads(json.dumps(export_run(RunStore.of(orch).load(m.id))))
