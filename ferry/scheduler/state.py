@@ -20,6 +20,7 @@ Everything here takes a Core connection inside the caller's transaction.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -158,8 +159,25 @@ class HostState:
 
 
 # ------------------------------------------------------------------------------------ writes
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+@functools.cache
+def _upserts(dialect: str) -> tuple[Any, Any]:
+    """The report and cell upserts of :func:`write_reports` for ``dialect``, built once
+    (building an ``ON CONFLICT`` statement costs more than running it)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    ins = insert(HS)
+    keep_usage = sa.or_(_busy(), HS.c.accounted_at > ins.excluded.updated_at)
+    set_: dict[str, Any] = {c: ins.excluded[c] for c in _CAPACITY}
+    for col in _USAGE:
+        set_[col] = sa.case((keep_usage, HS.c[col]), else_=ins.excluded[col])
+    hosts = ins.on_conflict_do_update(
+        index_elements=["name"], set_=set_, where=HS.c.updated_at <= ins.excluded.updated_at
+    )
+    cins = insert(CELLS)
+    cols = ("cpus", "memory_mb", "pinned", "n_cpus", "n_pinned", "used_mb")
+    cells = cins.on_conflict_do_update(
+        index_elements=["host", "cell"], set_={c: cins.excluded[c] for c in cols}
+    )
+    return hosts, cells
 
 
 def _busy() -> sa.ColumnElement[bool]:
@@ -204,15 +222,7 @@ def write_reports(
     doc. ``complete``: the reports are of every host the drivers serve; cached hosts missing from
     them are marked down (their driver no longer reports them)."""
     if hosts:
-        ins = _insert(conn)(HS)
-        keep_usage = sa.or_(_busy(), HS.c.accounted_at > ins.excluded.updated_at)
-        set_: dict[str, Any] = {c: ins.excluded[c] for c in _CAPACITY}
-        for col in _USAGE:
-            set_[col] = sa.case((keep_usage, HS.c[col]), else_=ins.excluded[col])
-        stmt = ins.on_conflict_do_update(
-            index_elements=["name"], set_=set_, where=HS.c.updated_at <= ins.excluded.updated_at
-        )
-        conn.execute(stmt, [_report_row(h, reported_at) for h in hosts])
+        conn.execute(_upserts(conn.dialect.name)[0], [_report_row(h, reported_at) for h in hosts])
         _write_cells(conn, hosts, reported_at)
     if complete:
         conn.execute(
@@ -262,14 +272,7 @@ def _write_cells(conn: Connection, hosts: Sequence[Host], reported_at: float) ->
                 }
             )
     if rows:
-        ins = _insert(conn)(CELLS)
-        cols = ("cpus", "memory_mb", "pinned", "n_cpus", "n_pinned", "used_mb")
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=["host", "cell"], set_={c: ins.excluded[c] for c in cols}
-            ),
-            rows,
-        )
+        conn.execute(_upserts(conn.dialect.name)[1], rows)
     # cells the host no longer reports (and nothing claims): gone
     if keep:
         existing = conn.execute(
