@@ -548,6 +548,18 @@ class Orchestrator:
             flow = self._local.flow = get_live_migration_flow()
         return flow
 
+    def _share_compilation(self, engine: Any, flow: Any) -> None:
+        """Engines of this thread's flow share one compiled graph: TaskFlow's PatternCompiler
+        compiles once and freezes the graph, which engines only read (each keeps its own
+        runtime), so recompiling it for every run only costs time (~2 ms a migration)."""
+        if flow is not getattr(self._local, "flow", None) or not hasattr(engine, "_compiler"):
+            return
+        compiler = getattr(self._local, "compiler", None)
+        if compiler is None:
+            compiler = self._local.compiler = engine._compiler
+        else:
+            engine._compiler = compiler
+
     def _acquire_lease(self, migration_id: str, ttl: float) -> bool:
         if self.leases.acquire(migration_id, self.owner, ttl):
             return True
@@ -585,9 +597,10 @@ class Orchestrator:
         # The store's inputs are persisted once, in the flow detail's meta, when the run is
         # created; every load injects them (and the process-local resolver) transiently.
         store = dict(fd.meta.get(STORE_META_KEY, {}))
-        engine = engines.load(
-            self._flow(fd), flow_detail=fd, backend=backend or self.backend, engine="serial"
-        )
+        flow = self._flow(fd)
+        backend = backend or self.backend
+        engine = engines.load(flow, flow_detail=fd, backend=backend, engine="serial")
+        self._share_compilation(engine, flow)
         engine.storage.inject({**store, c.CONTEXT: context or self.context}, transient=True)
 
         def on_atom(state: str, details: dict[str, Any]) -> None:

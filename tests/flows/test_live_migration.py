@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,6 +143,28 @@ def test_migrating_back_and_forth(orch: Orchestrator, sim: SimulatedDriver) -> N
     assert_on(sim, "web-1", "compute-1")
     assert_nothing_held(orch, sim)
     assert [m.status for m in orch.list()] == ["completed", "completed"]
+
+
+def test_runs_of_one_thread_share_one_compiled_flow(
+    orch: Orchestrator, sim: SimulatedDriver
+) -> None:
+    # the flow is compiled once per thread (a frozen graph); each run gets its own runtime
+    engines = []
+    load = orch._load_engine
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        engine = load(*args, **kwargs)
+        engines.append(engine)
+        return engine
+
+    orch._load_engine = spy  # type: ignore[method-assign]
+    orch.live_migrate("web-1", "compute-3")
+    orch.live_migrate("web-1", "compute-1")
+    assert_on(sim, "web-1", "compute-1")
+    first, second = engines
+    assert first.compilation is second.compilation
+    assert first.compilation.execution_graph.frozen
+    assert first._runtime is not second._runtime
 
 
 def test_background_handle(orch: Orchestrator, sim: SimulatedDriver) -> None:
