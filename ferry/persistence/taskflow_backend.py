@@ -127,7 +127,9 @@ class FerryConnection(impl_sqlalchemy.Connection):
         params = {c: values.get(c) for c in backend.atom_columns}
         if backend.written_unchanged_but_progress(atom_detail, params):
             return atom_detail
-        if backend.sqlite_update_sql is not None:
+        if backend.sqlite_update_sql is not None and self._engine is backend.engine:
+            # not for a conductor's fenced connection (ferry.jobs.ownership): its engine checks
+            # the lease inside every write transaction, which the plain statement would bypass
             self._sqlite_update(atom_detail.uuid, params)
             return atom_detail
         params["_uuid"] = atom_detail.uuid
