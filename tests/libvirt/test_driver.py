@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from ferry.config import HostConfig
 from ferry.drivers.base import TransferPolicy
 from ferry.drivers.libvirt import LibvirtDriver
 from ferry.errors import MigrationPreCheckError, TransferFailed
+from ferry.scheduler.filters import hypervisor_mismatch
 from tests.drivers.contract import DriverContract, DriverEnv, prepare, run_to_end
 from tests.infra.guest import Guest
 from tests.infra.libvirt_hosts import LIBVIRT_PORT
@@ -125,6 +127,36 @@ def test_the_same_libvirtd_under_another_name_is_refused(
     with pytest.raises(MigrationPreCheckError, match="same libvirt host as lv-a"):
         driver.check_can_live_migrate_destination(inst, "lv-a-again", None)
     driver.close()
+
+
+def test_another_hypervisor_type_is_refused(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], tmp_path: Any
+) -> None:
+    """A destination whose libvirt runs another hypervisor is refused at the check, with both
+    types named. The only other hypervisor this machine can run is libvirt's own ``test``
+    driver (in-process, type TEST): a real libvirt connection answering getType/getVersion."""
+    guest = make_guest("other-1", memory_mib=16, kernel="idle", host="A")
+    configs = host_configs(libvirt_hosts)
+    configs.append(
+        HostConfig(
+            name="lv-test",
+            driver="libvirt",
+            options={"uri": "test:///default", "instances_path": str(tmp_path)},
+        )
+    )
+    driver = LibvirtDriver.from_host_configs(configs)
+    try:
+        other = driver.host_info("lv-test")
+        assert other.up and other.hypervisor_type == "test"
+        inst = driver.find_instance(_uuid(guest))
+        assert inst is not None and inst.host == "lv-a"
+        with pytest.raises(MigrationPreCheckError, match="hypervisor test differs from qemu"):
+            driver.check_can_live_migrate_destination(inst, "lv-test", None)
+        # the scheduler-side filter says the same about the cached reports
+        why = hypervisor_mismatch(driver.host_info("lv-a"), other)
+        assert why == "hypervisor type test differs from the source's qemu"
+    finally:
+        driver.close()
 
 
 def test_pinned_guest_gets_free_pcpus_on_the_destination(
