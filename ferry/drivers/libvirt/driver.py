@@ -655,10 +655,9 @@ class LibvirtDriver(Driver):
         if src_dom is None:
             raise InstanceNotFound(instance.uuid)
         desc = _describe(src_dom.XMLDesc(0))
-        src = self.host_info(source)
-        if dest.labels.get("host_uuid") and dest.labels.get("host_uuid") == src.labels.get(
-            "host_uuid"
-        ):
+        # the source's identity, type and version: its static facts (no guest listing)
+        src = self._call(source, "read the host facts", lambda c: self._host_facts(source, c))
+        if dest.labels.get("host_uuid") and dest.labels.get("host_uuid") == src.host_uuid:
             raise reject(f"it is the same libvirt host as {source} ({dest.labels['host_uuid']})")
         if dest.hypervisor_type != src.hypervisor_type:
             raise reject(f"hypervisor {dest.hypervisor_type} differs from {src.hypervisor_type}")
