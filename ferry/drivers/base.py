@@ -67,6 +67,13 @@ class Driver(abc.ABC):
         Raises :class:`~ferry.errors.HostNotFound` when the driver does not serve ``host``.
         """
 
+    def host_status(self, host: str) -> Host:
+        """Up/enabled state and hypervisor type/version of ``host``, read now; capacity and
+        usage may be left out (zeros). For checks that need nothing else (the source is up, the
+        destination's hypervisor matches). Drivers override it when that is cheaper than
+        :meth:`host_info`; same errors."""
+        return self.host_info(host)
+
     def host_infos(self, hosts: list[str]) -> list[Host]:
         """:meth:`host_info` of several hosts; drivers override it to read them in one go.
         Hosts whose info cannot be read are left out."""

@@ -42,6 +42,9 @@ class DriverRegistry:
     def host_info(self, host: str) -> Host:
         return self.driver_for(host).host_info(host)
 
+    def host_status(self, host: str) -> Host:
+        return self.driver_for(host).host_status(host)
+
     def host_infos(self) -> list[Host]:
         """Every host's info, each driver asked once for all of its hosts."""
         infos: list[Host] = []

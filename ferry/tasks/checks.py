@@ -33,8 +33,8 @@ class CheckHypervisor(FerryTask):
     ) -> None:
 
         def check() -> None:
-            src = context.drivers.host_info(source_host)
-            dst = context.drivers.host_info(destination)
+            src = context.drivers.host_status(source_host)
+            dst = context.drivers.host_status(destination)
             if not dst.up:
                 raise errors.MigrationPreCheckError(destination, "host is down", "check-hypervisor")
             if not dst.enabled:

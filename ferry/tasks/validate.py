@@ -16,7 +16,7 @@ def validate_request(ctx: Context, instance: Instance, request: MigrationRequest
     """Raise a typed error when the request cannot be carried out. Read-only."""
     if instance.power_state not in MIGRATABLE_STATES:
         raise errors.InstanceInvalidState(instance.name, instance.power_state)
-    source = ctx.drivers.host_info(instance.host)
+    source = ctx.drivers.host_status(instance.host)
     if not source.up:
         raise errors.ComputeHostUnavailable(instance.host, "down")
     if request.destination is not None:

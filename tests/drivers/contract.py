@@ -106,6 +106,17 @@ class DriverContract:
     def test_host_info_of_unknown_host_raises_host_not_found(self, driver_env: DriverEnv) -> None:
         with pytest.raises(HostNotFound):
             driver_env.driver.host_info("no-such-host.invalid")
+        with pytest.raises(HostNotFound):
+            driver_env.driver.host_status("no-such-host.invalid")
+
+    def test_host_status_agrees_with_host_info(self, driver_env: DriverEnv) -> None:
+        driver = driver_env.driver
+        for host in (driver_env.source, driver_env.destination):
+            status, info = driver.host_status(host), driver.host_info(host)
+            assert status.name == host and status.driver == driver.name
+            assert (status.up, status.enabled) == (info.up, info.enabled) == (True, True)
+            assert status.hypervisor_type == info.hypervisor_type
+            assert status.hypervisor_version == info.hypervisor_version
 
     def test_list_instances(self, driver_env: DriverEnv) -> None:
         driver = driver_env.driver

@@ -159,6 +159,25 @@ def test_another_hypervisor_type_is_refused(
         driver.close()
 
 
+def test_an_unreachable_host_is_down_not_an_error(tmp_path: Any) -> None:
+    """Nothing listens on the host's port: host_info and host_status report it down (the
+    validation and the checks refuse it by that), with no exception."""
+    driver = LibvirtDriver.from_host_configs(
+        [
+            HostConfig(
+                name="lv-gone",
+                driver="libvirt",
+                options={"uri": "qemu+tcp://127.0.0.1:9/system", "instances_path": str(tmp_path)},
+            )
+        ]
+    )
+    try:
+        assert not driver.host_info("lv-gone").up
+        assert not driver.host_status("lv-gone").up
+    finally:
+        driver.close()
+
+
 def test_pinned_guest_gets_free_pcpus_on_the_destination(
     libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest], libvirt_connect: Any
 ) -> None:

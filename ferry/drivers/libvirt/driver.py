@@ -450,17 +450,49 @@ class LibvirtDriver(Driver):
             return self._conn(host).call(lambda conn: self._host_info(host, conn))
         except Exception as exc:
             LOG.info("host %s is down: %s", host, _text(exc))
+            return self._down(spec)
+
+    def host_status(self, host: str) -> Host:
+        """One round trip (free memory: the daemon answers) and the connection's static facts;
+        no guest listing."""
+        spec = self.specs.get(host)
+        if spec is None:
+            raise HostNotFound(host)
+
+        def status(conn: Any) -> Host:
+            conn.getFreeMemory()
+            facts = self._host_facts(host, conn)
             return Host(
                 name=host,
                 driver=self.name,
-                hypervisor_type="qemu",
-                hypervisor_version=0,
-                vcpus=0,
-                memory_mb=0,
+                hypervisor_type=facts.hypervisor_type,
+                hypervisor_version=facts.hypervisor_version,
+                vcpus=facts.vcpus,
+                memory_mb=facts.memory_mb,
                 disk_gb=0,
-                up=False,
+                up=True,
                 enabled=spec.enabled,
+                labels={"host_uuid": facts.host_uuid},
             )
+
+        try:
+            return self._conn(host).call(status)
+        except Exception as exc:
+            LOG.info("host %s is down: %s", host, _text(exc))
+            return self._down(spec)
+
+    def _down(self, spec: HostSpec) -> Host:
+        return Host(
+            name=spec.name,
+            driver=self.name,
+            hypervisor_type="qemu",
+            hypervisor_version=0,
+            vcpus=0,
+            memory_mb=0,
+            disk_gb=0,
+            up=False,
+            enabled=spec.enabled,
+        )
 
     def _host_info(self, host: str, conn: Any) -> Host:
         spec = self.specs[host]
