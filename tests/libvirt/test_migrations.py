@@ -52,6 +52,7 @@ def test_migrate_a_to_b_and_back(
     assert dom_b.isPersistent()
     with pytest.raises(libvirt.libvirtError):
         libvirt_connect("A").lookupByUUIDString(_uuid(guest))  # undefined on the source
+    orch.instances()  # every host's (kept) connection is open before counting
     sockets = _libvirt_sockets()
     back = orch.live_migrate("web-1", "lv-a")
     assert back.status == "completed", back.error

@@ -619,7 +619,9 @@ class LibvirtDriver(Driver):
         return None
 
     def locate(self, instance_uuid: str) -> InstanceLocation:
-        found = self._find(instance_uuid)
+        return self._locate(instance_uuid, self._find(instance_uuid))
+
+    def _locate(self, instance_uuid: str, found: list[_Found]) -> InstanceLocation:
         if not found:
             raise InstanceNotFound(instance_uuid)
         active = [f for f in found if f.active]
@@ -1394,7 +1396,10 @@ class LibvirtDriver(Driver):
     # ---------------------------------------------------------------------- post
     def post_live_migration_at_source(self, instance: Instance, data: MigrateData) -> None:
         lv = libvirt_module()
-        loc = self.locate(instance.uuid)
+        # where it runs now, as seen by the two hosts of this migration (the guest cannot be
+        # on a third one: it left the source for the destination, nowhere else)
+        found = self._find(instance.uuid, [data.source, data.destination])
+        loc = self._locate(instance.uuid, found)
         if loc.host != data.destination or loc.transfer_in_flight:
             raise DriverError(
                 data.source,
@@ -1403,7 +1408,7 @@ class LibvirtDriver(Driver):
                 f"(it runs on {loc.host}"
                 f"{', transfer in flight' if loc.transfer_in_flight else ''})",
             )
-        dom = self._domain(data.source, instance.uuid)
+        dom = next((f.dom for f in found if f.host == data.source), None)
         if dom is not None:
             try:
                 if dom.isActive():
