@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from oslo_serialization import jsonutils
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import sql
 from taskflow import exceptions as tf_exc
@@ -89,6 +88,8 @@ class FerryBackend(impl_sqlalchemy.SQLAlchemyBackend):
         self.json_columns = frozenset(
             c.name for c in ad_t.columns if isinstance(c.type, tables.JSONType)
         )
+        #: TaskFlow's own JSON column type, so the plain statement stores what it would
+        self.json_type = tables.JSONType()
         self._written: dict[str, str] = {}
         self._written_lock = threading.Lock()
 
@@ -147,9 +148,10 @@ class FerryConnection(impl_sqlalchemy.Connection):
 
     def _sqlite_update(self, uuid: str, params: dict[str, Any]) -> None:
         backend = self._backend
+        dialect = self._engine.dialect
         row = [
-            jsonutils.dumps(params[c])
-            if c in backend.json_columns and params[c] is not None
+            backend.json_type.process_bind_param(params[c], dialect)
+            if c in backend.json_columns
             else params[c]
             for c in backend.atom_columns
         ]

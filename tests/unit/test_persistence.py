@@ -128,3 +128,48 @@ def test_lease_refuses_second_runner_until_expiry(db: Database) -> None:
     assert leases.get("m1")["owner"] == "runner-b"
     leases.release("m1", "runner-b")
     assert leases.get("m1") is None
+
+
+def test_ferry_backend_writes_what_the_stock_backend_reads(db: Database) -> None:
+    """ferry's TaskFlow backend (one-statement atom insert; on SQLite a plain UPDATE per atom
+    write) stores exactly what TaskFlow's stock backend reads back: JSON columns, state,
+    intention, failure."""
+    import contextlib
+
+    from taskflow.persistence import models
+    from taskflow.persistence.backends import impl_sqlalchemy
+    from taskflow.types import failure
+
+    from ferry.persistence.taskflow_backend import FerryBackend
+
+    backend = FerryBackend(db)
+    book = models.LogBook("book", uuid="b-1")
+    fd = models.FlowDetail("flow", uuid="f-1")
+    book.add(fd)
+    task, retry = models.TaskDetail("t", "t-1"), models.RetryDetail("r", "r-1")
+    with contextlib.closing(backend.get_connection()) as conn:
+        conn.save_logbook(book)
+        fd.add(task)
+        fd.add(retry)
+        conn.update_flow_details(fd)  # both atoms in one insert
+        task.state, task.intention = "SUCCESS", "EXECUTE"
+        task.results = {"host": "lv-b", "numbers": [1, 2.5], "none": None}
+        task.meta = {"progress": 0.5, "nested": {"ok": True}}
+        conn.update_atom_details(task)
+        try:
+            raise ValueError("no room")
+        except ValueError:
+            retry.failure = failure.Failure()
+        retry.state = "FAILURE"
+        conn.update_atom_details(retry)
+    stock = impl_sqlalchemy.SQLAlchemyBackend({"connection": db.url})
+    with contextlib.closing(stock.get_connection()) as conn:
+        read = {ad.name: ad for ad in conn.get_atoms_for_flow("f-1")}
+    assert set(read) == {"t", "r"}
+    t, r = read["t"], read["r"]
+    assert isinstance(t, models.TaskDetail) and isinstance(r, models.RetryDetail)
+    assert (t.state, t.intention) == ("SUCCESS", "EXECUTE")
+    assert t.results == {"host": "lv-b", "numbers": [1, 2.5], "none": None}
+    assert t.meta["progress"] == 0.5 and t.meta["nested"] == {"ok": True}
+    assert r.state == "FAILURE" and r.failure is not None
+    assert r.failure.exception_str == "no room" and r.failure.check(ValueError)
