@@ -16,7 +16,8 @@ import pytest
 from ferry.config import HostConfig
 from ferry.drivers.base import TransferPolicy
 from ferry.drivers.libvirt import LibvirtDriver
-from ferry.errors import MigrationPreCheckError, TransferFailed
+from ferry.errors import DriverError, MigrationPreCheckError, TransferFailed
+from ferry.model import MigrateData
 from ferry.scheduler.filters import hypervisor_mismatch
 from tests.drivers.contract import DriverContract, DriverEnv, prepare, run_to_end
 from tests.infra.guest import Guest
@@ -174,6 +175,45 @@ def test_an_unreachable_host_is_down_not_an_error(tmp_path: Any) -> None:
     try:
         assert not driver.host_info("lv-gone").up
         assert not driver.host_status("lv-gone").up
+    finally:
+        driver.close()
+
+
+def test_a_storage_pool_destroyed_meanwhile_is_reopened(
+    libvirt_hosts: dict[str, Any], libvirt_connect: Any
+) -> None:
+    """Host info keeps the instances_path pool between calls. Destroyed by someone else in
+    between, it makes that one report partial (the host is still up) and is opened again."""
+    driver = make_driver(libvirt_hosts)
+    try:
+        assert driver.host_info("lv-a").disk_gb > 0
+        path = driver.specs["lv-a"].instances_path
+        conn = libvirt_connect("A")
+        ours = [p for p in conn.listAllStoragePools(0) if f"<path>{path}</path>" in p.XMLDesc(0)]
+        assert ours
+        for pool in ours:
+            pool.destroy()
+        assert driver.host_info("lv-a").up
+        again = driver.host_info("lv-a")
+        assert again.up and again.disk_gb > 0
+    finally:
+        driver.close()
+
+
+def test_post_at_source_fails_while_the_source_cannot_be_reached(
+    libvirt_hosts: dict[str, Any], make_guest: Callable[..., Guest]
+) -> None:
+    """After the switchover the guest runs on lv-b; with lv-a unreachable the post step at
+    the source cannot make sure the source copy is gone, so it fails (the roll-forward retries
+    it) instead of passing."""
+    guest = make_guest("post-1", memory_mib=16, kernel="idle", host="B")
+    driver = make_driver(libvirt_hosts, lv_a={"uri": "qemu+tcp://127.0.0.1:9/system"})
+    try:
+        inst = driver.find_instance(_uuid(guest))
+        assert inst is not None and inst.host == "lv-b"
+        data = MigrateData(inst.uuid, "lv-a", "lv-b", shared_storage=True)
+        with pytest.raises(DriverError, match="lv-a"):
+            driver.post_live_migration_at_source(inst, data)
     finally:
         driver.close()
 

@@ -443,23 +443,13 @@ class LibvirtDriver(Driver):
         return sorted(self.specs)
 
     def host_info(self, host: str) -> Host:
-        spec = self.specs.get(host)
-        if spec is None:
-            raise HostNotFound(host)
-        try:
-            return self._conn(host).call(lambda conn: self._host_info(host, conn))
-        except Exception as exc:
-            LOG.info("host %s is down: %s", host, _text(exc))
-            return self._down(spec)
+        return self._read_host(host, self._host_info)
 
     def host_status(self, host: str) -> Host:
         """One round trip (free memory: the daemon answers) and the connection's static facts;
         no guest listing."""
-        spec = self.specs.get(host)
-        if spec is None:
-            raise HostNotFound(host)
 
-        def status(conn: Any) -> Host:
+        def status(host: str, conn: Any) -> Host:
             conn.getFreeMemory()
             facts = self._host_facts(host, conn)
             return Host(
@@ -471,30 +461,35 @@ class LibvirtDriver(Driver):
                 memory_mb=facts.memory_mb,
                 disk_gb=0,
                 up=True,
-                enabled=spec.enabled,
+                enabled=self.specs[host].enabled,
                 labels={"host_uuid": facts.host_uuid},
             )
 
+        return self._read_host(host, status)
+
+    def _read_host(self, host: str, read: Callable[[str, Any], Host]) -> Host:
+        """``read(host, conn)``; a host whose libvirtd cannot be reached is returned down."""
+        spec = self.specs.get(host)
+        if spec is None:
+            raise HostNotFound(host)
         try:
-            return self._conn(host).call(status)
+            return self._conn(host).call(lambda conn: read(host, conn))
         except Exception as exc:
             LOG.info("host %s is down: %s", host, _text(exc))
-            return self._down(spec)
-
-    def _down(self, spec: HostSpec) -> Host:
-        return Host(
-            name=spec.name,
-            driver=self.name,
-            hypervisor_type="qemu",
-            hypervisor_version=0,
-            vcpus=0,
-            memory_mb=0,
-            disk_gb=0,
-            up=False,
-            enabled=spec.enabled,
-        )
+            return Host(
+                name=host,
+                driver=self.name,
+                hypervisor_type="qemu",
+                hypervisor_version=0,
+                vcpus=0,
+                memory_mb=0,
+                disk_gb=0,
+                up=False,
+                enabled=spec.enabled,
+            )
 
     def _host_info(self, host: str, conn: Any) -> Host:
+        lv = libvirt_module()
         spec = self.specs[host]
         facts = self._host_facts(host, conn)
         memory_mb, vcpus = facts.memory_mb, facts.vcpus
@@ -519,6 +514,11 @@ class LibvirtDriver(Driver):
             _s, capacity, _alloc, available = self._pool(host, max_age=POOL_INFO_AGE).info()
             disk_gb = int(capacity // GIB)
             disk_used = int((capacity - available) // GIB)
+        except lv.libvirtError as exc:
+            # the kept pool was destroyed by someone else since its last refresh: open it again
+            # next time; the host itself answered
+            self._pools.pop(host, None)
+            LOG.debug("host %s: partial host info: %s", host, message(exc))
         except DriverError as exc:
             LOG.debug("host %s: partial host info: %s", host, exc)
         return Host(
@@ -1408,7 +1408,9 @@ class LibvirtDriver(Driver):
                 f"(it runs on {loc.host}"
                 f"{', transfer in flight' if loc.transfer_in_flight else ''})",
             )
-        dom = next((f.dom for f in found if f.host == data.source), None)
+        # asked again, not taken from ``found``: _find skips a host it cannot reach, and an
+        # unreachable source must fail this step (the roll-forward retries it), not pass it
+        dom = self._domain(data.source, instance.uuid)
         if dom is not None:
             try:
                 if dom.isActive():
