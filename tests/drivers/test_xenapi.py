@@ -396,17 +396,24 @@ def test_orchestrator_cross_pool(orch: Orchestrator, sim: XapiSimulator):
     assert orch.claims.list() == [] and orch.migrations.locks() == {}
 
 
+def short_of_memory_as(orch: Orchestrator, sim: XapiSimulator, phase: str) -> list[str]:
+    """When ``phase`` first starts, the host being tried runs short of memory in the simulator;
+    the returned list then holds that host's name."""
+    hosts: list[str] = []
+
+    def on_event(e: Event) -> None:
+        if e.kind == "phase_started" and e.phase == phase and not hosts:
+            hosts.append(orch.get(e.migration_id).attempts[-1].host)
+            sim.inject("host_short_of_memory", host=hosts[0])
+
+    orch.subscribe(on_event)
+    return hosts
+
+
 def test_not_enough_memory_on_first_choice_reschedules(orch: Orchestrator, sim: XapiSimulator):
     """The scheduler's first choice passes its filters; then XAPI finds the host short of
     memory (injected as the check starts): the host is excluded and the next one used."""
-    chosen: list[str] = []
-
-    def on_event(e: Event) -> None:
-        if e.kind == "phase_started" and e.phase == "check-destination" and not chosen:
-            chosen.append(orch.get(e.migration_id).attempts[-1].host)
-            sim.inject("host_short_of_memory", host=chosen[0])
-
-    orch.subscribe(on_event)
+    chosen = short_of_memory_as(orch, sim, "check-destination")
     m = orch.live_migrate("web-1")
     # xs-a2 and xs-b1 have the same free memory: the scheduler takes xs-a2 (by name) first
     assert chosen == ["xs-a2"]
@@ -438,14 +445,7 @@ def test_cross_pool_shortage_from_assert_can_migrate_reschedules(
     driver = make_driver(sim)
     orch = Orchestrator(db_url, settings=fast_settings(), drivers=[driver])
     try:
-        short: list[str] = []
-
-        def on_event(e: Event) -> None:
-            if e.kind == "phase_started" and e.phase == "check-source" and not short:
-                short.append(orch.get(e.migration_id).attempts[-1].host)
-                sim.inject("host_short_of_memory", host=short[0])
-
-        orch.subscribe(on_event)
+        short = short_of_memory_as(orch, sim, "check-source")
         m = orch.live_migrate("web-1")
         assert short == ["xs-b1"]
         assert (m.status, m.destination, m.block_migration) == ("completed", "xs-a2", False)

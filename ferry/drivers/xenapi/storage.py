@@ -80,14 +80,18 @@ def attached_sr(lookup: Lookup, pool: PoolSession, sr_uuid: str, host_ref: str) 
     return sr if any(rec.get("currently_attached") for rec in here.values()) else None
 
 
+def _pbds(pool: PoolSession, sr: str) -> dict[str, dict[str, Any]]:
+    """SR ``sr``'s PBDs: ref -> record."""
+    return {p: pool.call("PBD.get_record", p) for p in pool.call("SR.get_PBDs", sr)}
+
+
 def _pbds_on(pool: PoolSession, sr: str, host_ref: str) -> dict[str, dict[str, Any]]:
     """SR ``sr``'s PBDs on ``host_ref``: ref -> record."""
-    records = {p: pool.call("PBD.get_record", p) for p in pool.call("SR.get_PBDs", sr)}
-    return {ref: rec for ref, rec in records.items() if rec.get("host") == host_ref}
+    return {ref: rec for ref, rec in _pbds(pool, sr).items() if rec.get("host") == host_ref}
 
 
 def _source_device_config(vm: Vm, src_sr: str) -> dict[str, str]:
-    pbds = [vm.pool.call("PBD.get_record", p) for p in vm.pool.call("SR.get_PBDs", src_sr)]
+    pbds = list(_pbds(vm.pool, src_sr).values())
     mine = [p for p in pbds if p.get("host") == vm.resident_on] or pbds
     if not mine:
         raise Refused("the source volume SR has no PBD")
@@ -102,7 +106,7 @@ def disconnect_volume_sr(
     sr = lookup.sr_by_uuid(pool, sr_uuid)
     if sr is None:
         return
-    pbds = {p: pool.call("PBD.get_record", p) for p in pool.call("SR.get_PBDs", sr)}
+    pbds = _pbds(pool, sr)
     mine = {p: r for p, r in pbds.items() if tags_of(r).get(TAG_INSTANCE) == instance_uuid}
     if pbds and not mine:
         return  # the pool had this SR before: not ferry's to touch
