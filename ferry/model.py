@@ -196,7 +196,7 @@ class Attempt(_Record):
     """One destination host tried by the scheduler/reschedule loop."""
 
     host: str
-    outcome: str  # chosen | rejected | used
+    outcome: str  # chosen | rejected (the host moved to is the record's destination)
     reason: str | None = None
     at: float = 0.0
 
