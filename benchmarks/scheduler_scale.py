@@ -62,15 +62,9 @@ sys.path.insert(0, str(ROOT))
 
 from ferry.errors import NoValidHost  # noqa: E402
 from ferry.model import Host, Instance  # noqa: E402
+from ferry.model.numa import GuestRequest, HostNumaState, NumaTopology, Pinning  # noqa: E402
 from ferry.persistence.db import Database  # noqa: E402
 from ferry.persistence.repository import ClaimRepository  # noqa: E402
-from ferry.scheduler.numa import (  # noqa: E402
-    NUMA_LABEL,
-    GuestRequest,
-    HostNumaState,
-    NumaTopology,
-    Pinning,
-)
 from ferry.scheduler.scheduler import HostScheduler  # noqa: E402
 
 TARGET_HOSTS = 10_000
@@ -110,7 +104,7 @@ def synthetic_host(name: str, rng: random.Random) -> Host:
     vcpus, memory_mb = cells * per_cell, cells * mem_per_cell
     pinned = sum(len(p) for p in state.pinned_by_cell.values())
     used_mb = sum(state.used_mb_by_cell.values())
-    labels = {NUMA_LABEL: state.to_label(), "rack": f"r{rng.randint(1, 40)}"}
+    labels = {"rack": f"r{rng.randint(1, 40)}"}
     if rng.random() < 0.1:
         labels["group"] = rng.choice(("gpu", "ssd", "edge"))
     return Host(
@@ -271,7 +265,7 @@ def claim_host(name: str) -> Host:
         8,
         131_072,
         1_000,
-        labels={NUMA_LABEL: HostNumaState(topo).to_label()},
+        numa=HostNumaState(topo),
     )
 
 

@@ -158,7 +158,7 @@ class ClaimRow(Base):
     kind: Mapped[str] = mapped_column(
         sa.String(16), default="destination", server_default="destination"
     )
-    #: the NUMA cell and pinning (``Pinning.to_driver_data()``) of a pinned guest
+    #: the NUMA cell and pinning (``Pinning.to_dict()``) of a pinned guest
     numa_cell: Mapped[int | None] = mapped_column(sa.Integer)
     pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from ferry.errors import MigrationInProgress, MigrationNotFound
 from ferry.model import Attempt, Host, Instance, Migration, MigrationStatus, StatusChange
+from ferry.model.numa import Pinning
 from ferry.persistence.db import Database
 from ferry.persistence.models import (
     AttemptRow,
@@ -27,7 +28,6 @@ from ferry.persistence.models import (
 )
 from ferry.scheduler import claims as claim_ops
 from ferry.scheduler import state as host_state
-from ferry.scheduler.numa import Pinning
 
 M = cast(sa.Table, MigrationRow.__table__)
 EV = cast(sa.Table, MigrationEventRow.__table__)

@@ -38,15 +38,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ferry.model import Instance
+from ferry.model.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
 from ferry.persistence.models import ClaimRow, HostNumaCellRow, HostStateRow, PcpuClaimRow
-from ferry.scheduler.numa import (
-    NO_TOPOLOGY,
-    GuestRequest,
-    HostNumaState,
-    NumaCell,
-    NumaTopology,
-    Pinning,
-)
+from ferry.scheduler.numa import NO_TOPOLOGY
 
 HS = cast(sa.Table, HostStateRow.__table__)
 CL = cast(sa.Table, ClaimRow.__table__)
@@ -208,7 +202,7 @@ def take(
     """
     held = conn.execute(SELECT_CLAIM, {"_id": migration_id, "_h": host}).mappings().first()
     if held is not None and held["kind"] == DESTINATION:
-        kept = Pinning.from_driver_data(held["pinning"]) if held["pinning"] else None
+        kept = Pinning.from_dict(held["pinning"]) if held["pinning"] else None
         return ClaimResult(True, kept)
     request = GuestRequest.from_instance(instance)
     pinning: Pinning | None = None
@@ -255,7 +249,7 @@ def take(
             "created_at": now,
             "kind": DESTINATION,
             "numa_cell": pinning.cell if pinning is not None else None,
-            "pinning": pinning.to_driver_data() if pinning is not None else None,
+            "pinning": pinning.to_dict() if pinning is not None else None,
         },
     )
     if source is not None and source != host:
@@ -368,7 +362,7 @@ def complete(conn: Connection, migration_id: str, now: float) -> str | None:
         },
     )
     if claim["numa_cell"] is not None and claim["pinning"]:
-        pinning = Pinning.from_driver_data(claim["pinning"])
+        pinning = Pinning.from_dict(claim["pinning"])
         _unclaim_pcpus(conn, claim)
         _pin(conn, host, pinning.pcpus, {pinning.cell: pinning.memory_mb})
     return str(host)
@@ -445,4 +439,4 @@ def pinning(conn: Connection, migration_id: str, host: str) -> Pinning | None:
     ).first()
     if row is None or not row[0]:
         return None
-    return Pinning.from_driver_data(row[0])
+    return Pinning.from_dict(row[0])

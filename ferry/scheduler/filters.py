@@ -16,7 +16,7 @@ from ferry.errors import NoValidHost
 from ferry.model import Host, Instance
 
 if TYPE_CHECKING:
-    from ferry.scheduler.numa import HostNumaState
+    from ferry.model.numa import HostNumaState
 
 #: ``[scheduler] weigher``: spread = most free RAM first, pack = least free RAM first
 STRATEGIES = ("spread", "pack")

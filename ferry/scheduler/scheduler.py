@@ -31,9 +31,10 @@ from sqlalchemy.engine import Connection
 from ferry.config import SchedulerSettings
 from ferry.errors import ComputeHostUnavailable, NoValidHost
 from ferry.model import Host, Instance
+from ferry.model.numa import GuestRequest
 from ferry.persistence.db import Database
 from ferry.scheduler.filters import FILTERS, Filter, Weighers, in_group, not_with, reasons_of
-from ferry.scheduler.numa import GuestRequest, numa_fit_filter
+from ferry.scheduler.numa import numa_fit_filter
 from ferry.scheduler.state import CELLS, CL, HS, HostState, load_states
 
 LOG = logging.getLogger(__name__)

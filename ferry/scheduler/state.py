@@ -21,7 +21,6 @@ Everything here takes a Core connection inside the caller's transaction.
 from __future__ import annotations
 
 import functools
-import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +31,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ferry.model import Host
+from ferry.model.numa import HostNumaState, NumaCell, NumaTopology
 from ferry.persistence.models import ClaimRow, HostNumaCellRow, HostStateRow, PcpuClaimRow
 from ferry.scheduler.filters import HostCandidate
-from ferry.scheduler.numa import NUMA_LABEL, HostNumaState, NumaCell, NumaTopology
 
 HS = cast(sa.Table, HostStateRow.__table__)
 CL = cast(sa.Table, ClaimRow.__table__)
@@ -190,7 +189,7 @@ def _busy() -> sa.ColumnElement[bool]:
 
 
 def _report_row(h: Host, reported_at: float) -> dict[str, Any]:
-    labels = {k: v for k, v in h.labels.items() if k != NUMA_LABEL}
+    labels = dict(h.labels)
     return {
         "name": h.name,
         "driver": h.driver,
@@ -247,10 +246,9 @@ def _write_cells(conn: Connection, hosts: Sequence[Host], reported_at: float) ->
         if h.name not in taken:
             continue
         keep[h.name] = set()
-        raw = h.labels.get(NUMA_LABEL)
-        if not raw:
+        state = h.numa
+        if state is None:
             continue
-        state = HostNumaState.from_dict(json.loads(raw))
         pinned_all: set[int] = set()
         for cpus in state.pinned_by_cell.values():
             pinned_all |= cpus

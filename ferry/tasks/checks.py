@@ -53,7 +53,7 @@ class CheckDestination(FerryTask):
     the request leaves it open (block migration iff storage is not shared).
 
     The pCPUs the scheduler claimed for a pinned guest replace the driver's own pick in the
-    migrate data (``driver_data["numa_pinning"]``).
+    migrate data (``MigrateData.pinning``).
 
     Revert: the driver's cleanup of the destination check data.
     """
@@ -78,7 +78,7 @@ class CheckDestination(FerryTask):
         )
         claimed = context.claims.pinning(migration_id, destination)
         if claimed is not None:  # the scheduler's claimed pCPUs win over the driver's own pick
-            data = data.with_driver_data(numa_pinning=claimed.to_driver_data())
+            data = data.with_pinning(claimed)
         return data.to_dict()
 
     def revert(

@@ -230,7 +230,7 @@ def test_pinned_guest_gets_free_pcpus_on_the_destination(
     inst = driver.find_instance(_uuid(mover))
     assert inst is not None and inst.extra["pinned_pcpus"] == [0]
     data = driver.check_can_live_migrate_destination(inst, "lv-b", None)
-    assert data.driver_data["numa_pinning"]["vcpu_to_pcpu"] == {"0": 1}
+    assert data.pinning is not None and data.pinning.vcpu_to_pcpu == (1,)
     data = driver.check_can_live_migrate_source(inst, data)
     data = driver.pre_live_migration(inst, data)
     driver.start_transfer(inst, data, TransferPolicy())
@@ -266,7 +266,7 @@ def test_pcpus_taken_after_the_check_stop_the_transfer(
     assert inst is not None
     env = DriverEnv(driver, inst.uuid, "lv-a", "lv-b", "lv-c", time.sleep, poll_s=0.2)
     instance, data = prepare(env)
-    assert data.driver_data["numa_pinning"]["vcpu_to_pcpu"] == {"0": 0}
+    assert data.pinning is not None and data.pinning.vcpu_to_pcpu == (0,)
     make_guest("intruder", memory_mib=16, kernel=None, host="B", pinned=["0"], wait_filled=False)
     with pytest.raises(TransferFailed, match=r"pCPUs \[0\] chosen for pinned-3"):
         driver.start_transfer(instance, data, TransferPolicy())

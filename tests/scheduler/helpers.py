@@ -156,12 +156,8 @@ def assert_no_overcommit(sim: SimulatedDriver) -> None:
 
 
 def sim_cells(sim: SimulatedDriver, host_name: str) -> list[dict[str, Any]]:
-    import json
-
-    from ferry.scheduler.numa import NUMA_LABEL
-
-    raw = sim.host_info(host_name).labels.get(NUMA_LABEL)
-    return json.loads(raw)["topology"]["cells"] if raw else []
+    state = sim.host_info(host_name).numa
+    return state.to_dict()["topology"]["cells"] if state is not None else []
 
 
 def assert_cache_matches_drivers(orch: Orchestrator) -> None:

@@ -24,9 +24,9 @@ import pytest
 
 from ferry import NoValidHost, Orchestrator
 from ferry.model import Host, Instance
+from ferry.model.numa import HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
 from ferry.persistence.repository import ClaimRepository
-from ferry.scheduler.numa import NUMA_LABEL, HostNumaState, NumaTopology, Pinning
 from tests.concurrency import race
 from tests.scheduler.helpers import (
     assert_cache_matches_drivers,
@@ -192,7 +192,7 @@ def numa_host(name: str) -> Host:
         vcpus=10,
         memory_mb=16_384,
         disk_gb=1000,
-        labels={NUMA_LABEL: HostNumaState(TOPOLOGY).to_label()},
+        numa=HostNumaState(TOPOLOGY),
     )
 
 
@@ -244,7 +244,7 @@ def _claim_in_child(url: str, i: int, barrier: Any, results: Any) -> None:  # pr
     try:
         barrier.wait(timeout=60)
         won = claim_on_hosts(db, f"m{i}", ["h1", "h2"])
-        results.put((i, None if won is None else (won[0], won[1].to_driver_data())))
+        results.put((i, None if won is None else (won[0], won[1].to_dict())))
     finally:
         db.close()
 
@@ -266,7 +266,7 @@ def test_claims_from_processes_never_share_a_pcpu(url: str) -> None:
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    won = [None if r is None else (r[0], Pinning.from_driver_data(r[1])) for r in raw]
+    won = [None if r is None else (r[0], Pinning.from_dict(r[1])) for r in raw]
     db = Database(url)
     check_claims(db, won, hosts)
     db.close()

@@ -15,7 +15,7 @@ import pytest
 from ferry import MigrationFailed, NoValidHost, Orchestrator
 from ferry.drivers.simulated import SimulatedDriver
 from ferry.model import Instance
-from ferry.scheduler.numa import Pinning
+from ferry.model.numa import Pinning
 from tests.flows.helpers import assert_nothing_held, assert_on
 from tests.scheduler.helpers import (
     assert_cache_matches_drivers,
@@ -113,12 +113,12 @@ def test_the_claimed_pinning_wins_over_the_drivers_own_pick(db_url: str, tmp_pat
     seen: list[dict[str, Any]] = []
     real_start = sim.start_transfer
     sim.start_transfer = lambda inst, data, policy: (  # type: ignore[method-assign]
-        seen.append(dict(data.driver_data)),
+        seen.append(data.to_dict()),
         real_start(inst, data, policy),
     )[1]
     m = orch.live_migrate("guest")
     assert m.destination == "empty"
-    assert seen[0]["numa_pinning"] == Pinning(1, (4, 5, 6, 7), 4096).to_driver_data()
+    assert seen[0]["pinning"] == Pinning(1, (4, 5, 6, 7), 4096).to_dict()
     assert sim.pinnings("empty") == {"guest": Pinning(1, (4, 5, 6, 7), 4096)}
     assert orch.claims.release("other-migration") == 1
     orch.close()

@@ -27,10 +27,10 @@ from hypothesis.stateful import (
 )
 
 from ferry.model import Host, Instance
+from ferry.model.numa import GuestRequest, HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
 from ferry.persistence.models import PcpuClaimRow
 from ferry.persistence.repository import ClaimRepository
-from ferry.scheduler.numa import NUMA_LABEL, GuestRequest, HostNumaState, NumaTopology, Pinning
 
 PC = cast(sa.Table, PcpuClaimRow.__table__)
 
@@ -71,7 +71,7 @@ class Guest:
         if self.pinned:
             extra["cpu_policy"] = "dedicated"
             assert self.pinning is not None
-            extra["numa_pinning"] = self.pinning.to_driver_data()
+            extra["numa_pinning"] = self.pinning.to_dict()
         v, m, d = self.res
         return Instance(
             self.uuid, self.uuid, self.host, vcpus=v, memory_mb=m, disk_gb=d, extra=extra
@@ -174,7 +174,7 @@ class ClaimMachine(RuleBasedStateMachine):
             vcpus_used=v,
             memory_mb_used=m,
             disk_gb_used=d,
-            labels={NUMA_LABEL: state.to_label()},
+            numa=state,
         )
 
     def expected(self, host: str) -> View:

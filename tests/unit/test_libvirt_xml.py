@@ -23,7 +23,7 @@ from ferry.drivers.libvirt.xml import (
     parse_cpuset,
     rewrite_pinning,
 )
-from ferry.scheduler.numa import GuestRequest, Pinning
+from ferry.model.numa import GuestRequest, Pinning
 
 DATA = Path(__file__).parent / "data"
 CAPS_1 = (DATA / "capabilities_1cell.xml").read_text()

@@ -11,20 +11,16 @@ from hypothesis import strategies as st
 
 from ferry.errors import NoValidHost
 from ferry.model import Host, Instance
-from ferry.scheduler import FILTERS, HostCandidate, select_destination
-from ferry.scheduler.numa import (
-    NO_TOPOLOGY,
-    NUMA_LABEL,
+from ferry.model.numa import (
     GuestRequest,
     HostNumaState,
     NumaCell,
     NumaTopology,
     Pinning,
     fit_pinned_guest,
-    numa_filter,
-    numa_fit_filter,
-    pin_instance,
 )
+from ferry.scheduler import FILTERS, HostCandidate, select_destination
+from ferry.scheduler.numa import NO_TOPOLOGY, numa_filter, numa_fit_filter, pin_instance
 
 # Two cells of 4 pCPUs and 8 GiB: cell 0 = pCPUs 0-3, cell 1 = pCPUs 4-7.
 TOPO = NumaTopology.uniform(cells=2, cpus_per_cell=4, memory_mb_per_cell=8192)
@@ -35,7 +31,6 @@ def pinned(vcpus: int, memory_mb: int) -> GuestRequest:
 
 
 def host(name: str, state: HostNumaState | None = None, **kw: object) -> Host:
-    labels = {NUMA_LABEL: state.to_label()} if state is not None else {}
     return Host(
         name=name,
         driver="t",
@@ -44,7 +39,7 @@ def host(name: str, state: HostNumaState | None = None, **kw: object) -> Host:
         vcpus=64,
         memory_mb=65536,
         disk_gb=500,
-        labels=labels,
+        numa=state,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -178,7 +173,7 @@ def test_serialisation_round_trips() -> None:
     state = HostNumaState(TOPO, {0: frozenset({1})}, {1: 512})
     assert HostNumaState.from_dict(state.to_dict()) == state
     p = Pinning(cell=1, vcpu_to_pcpu=(7, 5, 6), memory_mb=10)
-    assert Pinning.from_driver_data(p.to_driver_data()) == p
+    assert Pinning.from_dict(p.to_dict()) == p
 
 
 def test_invalid_topologies_are_refused() -> None:

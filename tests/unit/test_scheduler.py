@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 from ferry.config import SchedulerSettings
 from ferry.errors import NoValidHost
 from ferry.model import Host, Instance
+from ferry.model.numa import HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
 from ferry.persistence.repository import ClaimRepository
 from ferry.scheduler import HostCandidate, select_destination
 from ferry.scheduler.filters import FILTERS, Weighers, in_group, not_with, reasons_of
-from ferry.scheduler.numa import NO_TOPOLOGY, NUMA_LABEL, HostNumaState, NumaTopology, Pinning
+from ferry.scheduler.numa import NO_TOPOLOGY
 from ferry.scheduler.scheduler import HostScheduler
 
 
@@ -147,9 +148,10 @@ def report(
     numa: bool = True,
 ) -> Host:
     out = dict(labels or {})
+    state = None
     if numa:
         used_mb = {c: 1024 * len(p) for c, p in (pinned or {}).items()}
-        out[NUMA_LABEL] = HostNumaState(TOPO, pinned or {}, used_mb).to_label()
+        state = HostNumaState(TOPO, pinned or {}, used_mb)
     return Host(
         name=name,
         driver="t",
@@ -163,6 +165,7 @@ def report(
         disk_gb_used=used[2],
         up=up,
         labels=out,
+        numa=state,
     )
 
 
@@ -182,7 +185,7 @@ def test_refresh_caches_labels_groups_and_numa_cells(db: Database) -> None:
     repo = ClaimRepository(db)
     repo.refresh_hosts([report("h", pinned={0: frozenset({1})}, labels={"groups": "a, b"})])
     state = repo.host_states(["h"])[0]
-    assert state.groups == {"a", "b"} and NUMA_LABEL not in state.host.labels
+    assert state.groups == {"a", "b"} and state.host.labels == {"groups": "a, b"}
     assert [(c.cell, c.free_pcpus, c.free_mb) for c in state.cells] == [
         (0, (0, 2, 3), 7168),
         (1, (4, 5, 6, 7), 8192),

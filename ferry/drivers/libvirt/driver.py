@@ -70,7 +70,7 @@ from ferry.errors import (
     TransferFailed,
 )
 from ferry.model import Host, Instance, MigrateData, PowerState, TransferProgress
-from ferry.scheduler.numa import NUMA_LABEL, GuestRequest, HostNumaState, NumaTopology, Pinning
+from ferry.model.numa import GuestRequest, HostNumaState, NumaTopology, Pinning
 
 LOG = logging.getLogger(__name__)
 
@@ -505,8 +505,7 @@ class LibvirtDriver(Driver):
                 except Exception:
                     continue
         labels: dict[str, str] = {"host_uuid": facts.host_uuid}
-        if facts.topology.cells:
-            labels[NUMA_LABEL] = numa_state(facts.topology, guests).to_label()
+        numa = numa_state(facts.topology, guests) if facts.topology.cells else None
         disk_gb = disk_used = 0
         try:
             # the size of the instances' file system; a pool refreshed within the last
@@ -535,6 +534,7 @@ class LibvirtDriver(Driver):
             up=True,
             enabled=spec.enabled,
             labels=labels,
+            numa=numa,
         )
 
     def list_instances(self, host: str | None = None) -> list[Instance]:
@@ -719,11 +719,12 @@ class LibvirtDriver(Driver):
         if missing:
             raise reject("; ".join(missing))
         driver_data: dict[str, Any] = {}
+        pinning: Pinning | None = None
         if desc.pinned:
-            pinning = self._fit_pinning(destination, desc)
-            if isinstance(pinning, str):
-                raise reject(pinning)
-            driver_data["numa_pinning"] = pinning.to_driver_data()
+            fitted = self._fit_pinning(destination, desc)
+            if isinstance(fitted, str):
+                raise reject(fitted)
+            pinning = fitted
         shared = self._shared_storage(instance.uuid, source, destination)
         block = (not shared) if block_migration is None else bool(block_migration)
         driver_data["instances_path"] = self.specs[destination].instances_path
@@ -736,6 +737,7 @@ class LibvirtDriver(Driver):
             block_migration=block,
             shared_storage=shared,
             driver_data=driver_data,
+            pinning=pinning,
         )
 
     def _check_cpu(
@@ -1005,9 +1007,7 @@ class LibvirtDriver(Driver):
                 return  # in flight, or finished (a failed transfer is not silently restarted)
         found = {f.host: f for f in self._find(instance.uuid, [data.source, data.destination])}
         src, dst = found.get(data.source), found.get(data.destination)
-        pinning = None
-        if data.driver_data.get("numa_pinning"):
-            pinning = Pinning.from_driver_data(data.driver_data["numa_pinning"])
+        pinning = data.pinning
         if src is not None and src.outgoing:
             LOG.info("%s: re-attaching to the transfer running on %s", instance.name, data.source)
             self._register(

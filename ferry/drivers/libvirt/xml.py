@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ferry.scheduler.numa import HostNumaState, NumaCell, NumaTopology, Pinning
+from ferry.model.numa import HostNumaState, NumaCell, NumaTopology, Pinning
 
 
 def parse_cpuset(text: str) -> frozenset[int]:

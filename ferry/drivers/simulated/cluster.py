@@ -56,7 +56,7 @@ from typing import Any
 
 from ferry.errors import ConfigError
 from ferry.model import PowerState
-from ferry.scheduler.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
+from ferry.model.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
 
 #: the cluster shipped with ferry (used when no cluster file is configured)
 DEMO_CLUSTER = Path(__file__).with_name("demo_cluster.toml")
@@ -117,7 +117,7 @@ class InstanceSpec:
     vifs: list[dict[str, Any]] = field(default_factory=list)
     #: ``dedicated``: pinned vCPUs; None: floating
     cpu_policy: str | None = None
-    #: a pinned guest's pinning (``Pinning.to_driver_data()``)
+    #: a pinned guest's pinning (``Pinning.to_dict()``)
     numa_pinning: dict[str, Any] | None = None
 
 
@@ -359,7 +359,7 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
         if values["cpu_policy"] == "dedicated":
             pinning = _place_pinned(values, pinned, numa, where, fail)
             numa[values["host"]] = numa[values["host"]].with_pinning(pinning)
-            values["numa_pinning"] = pinning.to_driver_data()
+            values["numa_pinning"] = pinning.to_dict()
         elif pinned is not None:
             raise fail(f"{where}.pinning", 'needs cpu_policy = "dedicated"')
         instances.append(InstanceSpec(**values))

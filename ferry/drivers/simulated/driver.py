@@ -36,15 +36,8 @@ from ferry.errors import (
     TransferFailed,
 )
 from ferry.model import Host, Instance, MigrateData, PowerState, TransferProgress
+from ferry.model.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
 from ferry.persistence.db import Database
-from ferry.scheduler.numa import (
-    NUMA_LABEL,
-    GuestRequest,
-    HostNumaState,
-    NumaCell,
-    NumaTopology,
-    Pinning,
-)
 
 from . import precopy
 from .clock import SimClock
@@ -324,7 +317,7 @@ class SimulatedDriver(Driver):
         with self.db.connect() as conn:
             self._settle(conn, self.clock.now_in(conn))
             rows = conn.execute(stmt).all()
-        return {r.name: Pinning.from_driver_data(r.numa_pinning) for r in rows if r.numa_pinning}
+        return {r.name: Pinning.from_dict(r.numa_pinning) for r in rows if r.numa_pinning}
 
     def list_instances(self, host: str | None = None) -> list[Instance]:
         """Instances on ``host`` (every host when ``None``; none for an unknown host)."""
@@ -375,7 +368,7 @@ class SimulatedDriver(Driver):
         """Check ``destination`` can take the instance: known, not the current host, up, same
         hypervisor type and a version not older than the source's, enough free vcpus, memory
         and (without shared storage) disk, and for a pinned guest one NUMA cell with enough free
-        pCPUs and memory (its own pinning goes into ``driver_data["numa_pinning"]``; the flow
+        pCPUs and memory (its own pinning goes into ``MigrateData.pinning``; the flow
         replaces it with the scheduler's claim). Storage is shared iff both hosts are in the
         same storage group; ``block_migration=None`` becomes "not shared". Leaves a check marker
         on the destination (see :meth:`cleanup_live_migration_destination_check`).
@@ -442,7 +435,7 @@ class SimulatedDriver(Driver):
                         },
                     )
                     if isinstance(fitted, Pinning):
-                        data = data.with_driver_data(numa_pinning=fitted.to_driver_data())
+                        data = data.with_pinning(fitted)
         if error is not None:
             raise error
         assert data is not None
@@ -589,7 +582,7 @@ class SimulatedDriver(Driver):
         a repeated call never starts it twice (a failed or cancelled one stays so). The policy is
         stored with the transfer; ``permit_post_copy`` decides the :meth:`force_complete` lever;
         ``permit_auto_converge`` is recorded but not modelled (no CPU throttling). A pinned
-        guest takes the pinning in ``driver_data["numa_pinning"]`` (its own best fit when none
+        guest takes the pinning in ``MigrateData.pinning`` (its own best fit when none
         is given): recorded with the transfer, the guest's pinning from the switchover on.
 
         :raises TransferFailed: the instance is not on the source or not running/paused, a
@@ -949,7 +942,7 @@ class SimulatedDriver(Driver):
         out: dict[str, list[Pinning]] = {}
         for h, data in [*conn.execute(inst).all(), *conn.execute(moving).all()]:
             if data:
-                out.setdefault(h, []).append(Pinning.from_driver_data(data))
+                out.setdefault(h, []).append(Pinning.from_dict(data))
         return out.get(host, []) if host is not None else out
 
     @staticmethod
@@ -966,9 +959,6 @@ class SimulatedDriver(Driver):
 
     def _host(self, row: Row, usage: tuple[int, int, int], pinnings: list[Pinning]) -> Host:
         labels = dict(row.labels or {})
-        state = self._numa_state(row, pinnings)
-        if state is not None:
-            labels[NUMA_LABEL] = state.to_label()
         return Host(
             name=row.name,
             driver=self.name,
@@ -984,6 +974,7 @@ class SimulatedDriver(Driver):
             enabled=bool(row.enabled),
             storage_group=row.storage_group,
             labels=labels,
+            numa=self._numa_state(row, pinnings),
         )
 
     @staticmethod
@@ -993,7 +984,7 @@ class SimulatedDriver(Driver):
             extra["cpu_policy"] = row.cpu_policy
         if row.numa_pinning:
             extra["numa_pinning"] = dict(row.numa_pinning)
-            extra["pinned_pcpus"] = sorted(Pinning.from_driver_data(row.numa_pinning).pcpus)
+            extra["pinned_pcpus"] = sorted(Pinning.from_dict(row.numa_pinning).pcpus)
         return Instance(
             uuid=row.uuid,
             name=row.name,
@@ -1051,13 +1042,12 @@ class SimulatedDriver(Driver):
         self, conn: sa.Connection, inst: Row, dest: Row, data: MigrateData
     ) -> Pinning | str | None:
         """The pinning a transfer of ``inst`` to ``dest`` uses (None: not pinned), or why the
-        one handed in ``driver_data`` cannot be used."""
+        one handed in ``data.pinning`` cannot be used."""
         if inst.cpu_policy != "dedicated":
             return None
-        handed = data.driver_data.get("numa_pinning")
-        if not handed:
+        pinning = data.pinning
+        if pinning is None:
             return self._fit(conn, inst, dest)
-        pinning = Pinning.from_driver_data(handed)
         state = self._numa_state(dest, self._pinnings(conn, dest.name))
         cell = (
             next((c for c in state.topology.cells if c.id == pinning.cell), None) if state else None
@@ -1194,7 +1184,7 @@ class SimulatedDriver(Driver):
             "token": data.driver_data.get("token"),
             "policy": dataclasses.asdict(policy),
             "result": None,
-            "numa_pinning": pinning.to_driver_data() if pinning is not None else None,
+            "numa_pinning": pinning.to_dict() if pinning is not None else None,
         }
         if not insert_ignore(conn, TRANSFERS, [values]):
             return  # another process started it a moment ago

@@ -76,7 +76,7 @@ class SimInstanceRow(Base):
     vifs: Mapped[list[Any]] = mapped_column(sa.JSON)
     #: ``dedicated`` for a guest with pinned vCPUs (None: floating vCPUs)
     cpu_policy: Mapped[str | None] = mapped_column(sa.String(32))
-    #: where a pinned guest's vCPUs are pinned now (``Pinning.to_driver_data()``)
+    #: where a pinned guest's vCPUs are pinned now (``Pinning.to_dict()``)
     numa_pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
 

@@ -11,6 +11,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
+from ferry.model.numa import (
+    CellFree,
+    GuestRequest,
+    HostNumaState,
+    NumaCell,
+    NumaTopology,
+    Pinning,
+)
+
 T = TypeVar("T")
 
 
@@ -27,6 +36,8 @@ class _Record:
 
 
 def _to_plain(value: Any) -> Any:
+    if isinstance(value, HostNumaState | Pinning):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
@@ -92,6 +103,15 @@ class Host(_Record):
     enabled: bool = True
     storage_group: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: the NUMA topology and what is pinned / used in each cell (None: not reported)
+    numa: HostNumaState | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        obj = super().from_dict(data)
+        if isinstance(obj.numa, dict):
+            obj.numa = HostNumaState.from_dict(obj.numa)
+        return obj
 
     @property
     def free_memory_mb(self) -> int:
@@ -143,7 +163,9 @@ class MigrationRequest(_Record):
 class MigrateData(_Record):
     """Data gathered by the checks and handed to pre/transfer/post phases.
 
-    ``driver_data`` belongs to the driver (never secrets: those stay in process memory).
+    ``pinning``: the pinned guest's new placement on the destination (claimed by the scheduler,
+    or the driver's own fit). ``driver_data`` belongs to the driver (never secrets: those stay
+    in process memory).
     """
 
     instance_uuid: str
@@ -152,10 +174,26 @@ class MigrateData(_Record):
     block_migration: bool = False
     shared_storage: bool = False
     driver_data: dict[str, Any] = field(default_factory=dict)
+    pinning: Pinning | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        obj = super().from_dict(data)
+        if isinstance(obj.pinning, dict):
+            obj.pinning = Pinning.from_dict(obj.pinning)
+        elif obj.pinning is None and isinstance(obj.driver_data.get("numa_pinning"), dict):
+            # runs persisted before the pinning had its own field
+            driver_data = dict(obj.driver_data)
+            obj.pinning = Pinning.from_dict(driver_data.pop("numa_pinning"))
+            obj.driver_data = driver_data
+        return obj
 
     def with_driver_data(self, **updates: Any) -> MigrateData:
         merged = {**self.driver_data, **updates}
         return dataclasses.replace(self, driver_data=merged)
+
+    def with_pinning(self, pinning: Pinning | None) -> MigrateData:
+        return dataclasses.replace(self, pinning=pinning)
 
 
 @dataclass
@@ -262,3 +300,24 @@ class Migration(_Record):
         obj.attempts = [Attempt.from_dict(a) for a in data.get("attempts", [])]
         obj.phases = [PhaseState.from_dict(p) for p in data.get("phases", [])]
         return obj
+
+
+__all__ = [
+    "Attempt",
+    "CellFree",
+    "GuestRequest",
+    "Host",
+    "HostNumaState",
+    "Instance",
+    "MigrateData",
+    "Migration",
+    "MigrationRequest",
+    "MigrationStatus",
+    "NumaCell",
+    "NumaTopology",
+    "PhaseState",
+    "Pinning",
+    "PowerState",
+    "StatusChange",
+    "TransferProgress",
+]
