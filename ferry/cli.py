@@ -477,8 +477,8 @@ def migrate(
     if detach:
         mid = orch.create(
             vm,
-            destination,
-            block_migration,
+            destination=destination,
+            block_migration=block_migration,
             max_attempts=max_attempts,
             overrides=parsed,
             **placement,
@@ -493,8 +493,8 @@ def migrate(
         orch,
         lambda: orch.live_migrate(
             vm,
-            destination,
-            block_migration,
+            destination=destination,
+            block_migration=block_migration,
             max_attempts=max_attempts,
             overrides=parsed,
             **placement,
@@ -747,8 +747,8 @@ def submit(
     orch = state.orchestrator()
     mid = orch.submit(
         vm,
-        destination,
-        block_migration,
+        destination=destination,
+        block_migration=block_migration,
         max_attempts=max_attempts,
         overrides=parse_overrides(overrides),
         to_group=to_group,
@@ -782,7 +782,7 @@ def conductor(state: State, name: str | None, max_jobs: int | None) -> None:
     from ferry.jobs.conductor import Conductor
 
     orch = state.orchestrator()
-    runner = Conductor(orch, name=name, max_jobs=max_jobs)
+    runner = Conductor(orch.runner, name=name, max_jobs=max_jobs)
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:

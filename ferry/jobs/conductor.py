@@ -15,21 +15,21 @@ For one dispatched job, in order:
    job on the board (see :mod:`ferry.jobs.limits`);
 3. ownership: ferry's lease row is taken in the claim's name (from an expired or dead runner, or
    after a short wait when the previous owner's lease is about to expire), then renewed with the
-   claim by the heartbeat (see :mod:`ferry.jobs.ownership`);
-4. the run: the engine is loaded from the logbook with a fenced backend and a guarded clock;
-   when the scheduler picks a destination whose limit is full, the engine is suspended right
-   after ``schedule`` and the migration waits ``queued`` again, holding nothing.
+   claim by the runner's heartbeat (see :mod:`ferry.jobs.ownership`);
+4. the run: the runner (:class:`ferry.runner.Runner`, the one way any migration runs) loads the
+   engine from the logbook with a fenced backend and a guarded clock; when the scheduler picks
+   a destination whose limit is full, the engine is suspended right after ``schedule`` and the
+   migration waits ``queued`` again, holding nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from taskflow import states as tf_states
@@ -39,22 +39,13 @@ from ferry import errors
 from ferry.flows import constants as c
 from ferry.model import MigrationStatus
 from ferry.persistence.repository import LS, M
+from ferry.runner.lease import HandOff, OwnershipLost
+from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
 
 from .board import open_board
 from .limits import Blocked, SlotRepository
-from .ownership import (
-    FencedBackend,
-    GuardedClock,
-    HandOff,
-    Heartbeat,
-    Ownership,
-    OwnershipListener,
-    OwnershipLost,
-)
-from .store import FINISHED_FLOW_STATES, JobRepository
-
-if TYPE_CHECKING:
-    from ferry.api import Orchestrator
+from .ownership import Ownership
+from .store import JobRepository
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +96,7 @@ class _TaskFlowConductor(impl_nonblocking.NonBlockingConductor):
 class Conductor:
     """Runs posted migrations until :meth:`stop` (see the module doc).
 
-    :param orch: the orchestrator (database, drivers, settings) the runs use.
+    :param runner: the runner (database, drivers, settings) the runs go through.
     :param name: this conductor's name (``[conductor] name``, else the host name); its claims and
         leases are owned by ``host:pid:name``.
     :param max_jobs: migrations run at once (``[conductor] max_jobs``).
@@ -114,15 +105,15 @@ class Conductor:
 
     def __init__(
         self,
-        orch: Orchestrator,
+        runner: Runner,
         *,
         name: str | None = None,
         max_jobs: int | None = None,
         lease_seconds: float | None = None,
         poll_interval: float | None = None,
     ) -> None:
-        settings = orch.settings.conductor
-        self.orch = orch
+        settings = runner.settings.conductor
+        self.runner = runner
         self.name = name or settings.name or socket.gethostname()
         if any(ch in self.name for ch in ": \t\n"):
             raise errors.ConfigError(f"conductor name {self.name!r}: no ':' or blanks")
@@ -132,14 +123,13 @@ class Conductor:
             raise errors.ConfigError(f"max_jobs must be between 1 and {MAX_JOBS}")
         self.ttl = float(lease_seconds or settings.lease_seconds)
         self.poll_interval = float(poll_interval or settings.poll_interval)
-        self.slots = SlotRepository(orch.db, orch.settings.limits)
-        self.jobs = JobRepository(orch.db)
+        self.slots = SlotRepository(runner.db, runner.settings.limits)
+        self.jobs = JobRepository(runner.db)
         self.stopping = threading.Event()
-        self.heartbeat = Heartbeat(self.ttl)
         self.board = open_board(
-            orch.settings.jobboard,
+            runner.settings.jobboard,
             f"ferry-conductor-{self.name}",
-            persistence=orch.backend,
+            persistence=runner.backend,
             timeout=max(2.0, min(self.ttl, 10.0)),
             session_timeout=self.ttl,  # ZooKeeper: ephemeral claims live as long as the lease
         )
@@ -159,7 +149,7 @@ class Conductor:
             self,
             name=self.owner,
             jobboard=self.board,
-            persistence=orch.backend,
+            persistence=runner.backend,
             engine="serial",
             wait_timeout=self.poll_interval,
             max_simultaneous_jobs=self.max_jobs,
@@ -181,12 +171,7 @@ class Conductor:
             self.safe_url,
             self.ttl,
         )
-        if not self.heartbeat.is_alive():
-            self.heartbeat.start()
-        try:
-            self._tf.run(max_dispatches=max_dispatches)
-        finally:
-            self.heartbeat.stop()
+        self._tf.run(max_dispatches=max_dispatches)
 
     def stop(self) -> None:
         """Stop claiming; the runs in progress hand their migrations over to another conductor
@@ -198,7 +183,6 @@ class Conductor:
         return bool(self._tf.wait(timeout))
 
     def close(self) -> None:
-        self.heartbeat.stop()
         try:
             self.board.close()
         except Exception:  # pragma: no cover - closing a broken connection
@@ -218,7 +202,7 @@ class Conductor:
         with self._snapshot_lock:
             snap = self._snapshot
             if snap is None or time.monotonic() - snap.taken > self.poll_interval / 2:
-                snap = self._snapshot = _Snapshot(self.slots, self.orch.db)
+                snap = self._snapshot = _Snapshot(self.slots, self.runner.db)
             return snap
 
     def _may_claim(self, job: Any) -> bool:
@@ -286,9 +270,9 @@ class Conductor:
             return False
 
     def _dispatch(self, job: Any, mid: str) -> bool:
-        orch = self.orch
-        record = orch.migrations.get(mid)
-        flow_state = orch._flow_state(mid)
+        runner = self.runner
+        record = runner.migrations.get(mid)
+        flow_state = runner.flow_state(mid)
         if flow_state in FINISHED_FLOW_STATES or (record.done and flow_state is None):
             LOG.info("migration %s already finished (%s); its job is consumed", mid, record.status)
             return True
@@ -305,80 +289,50 @@ class Conductor:
         ownership = Ownership(
             board=self.board,
             job=job,
-            leases=orch.leases,
+            leases=runner.leases,
             migration_id=mid,
             owner=self.owner,
             ttl=self.ttl,
             stopping=self.stopping,
         )
-        self.heartbeat.add(ownership)
+        heartbeat = runner.heartbeat(self.ttl)
+        heartbeat.add(ownership)  # the claim is renewed while the lease is waited for
         with self._active_lock:
             self.active[mid] = ownership
         try:
-            if not self._take_lease(ownership):
-                lease = orch.leases.get(mid) or {}
+            # a stale lease (its runner died or stalled, and the claim expired first) is waited
+            # out, our claim kept alive by the heartbeat meanwhile
+            if not ownership.take(wait_stale=True):
                 LOG.info(
                     "migration %s: runner %s holds its lease; job given back",
                     mid,
-                    lease.get("owner", "?"),
+                    ownership.holder(),
                 )
                 self._defer(job, max(self.poll_interval, self.ttl / 3))
                 return False
-            ownership.leased = True
             return self._run(job, ownership)
         finally:
-            ownership.close()
-            self.heartbeat.remove(ownership)
+            heartbeat.remove(ownership)
+            ownership.end()
             with self._active_lock:
                 self.active.pop(mid, None)
-            if ownership.leased:
-                orch.leases.release(mid, self.owner)
-
-    def _take_lease(self, own: Ownership) -> bool:
-        """Take ferry's lease row for the claim's owner. A live runner's lease (renewed within a
-        third of its lifetime) is respected; a stale one (its runner died or stalled, and the
-        claim expired first) is waited out, our claim kept alive by the heartbeat meanwhile."""
-        from ferry.api import runner_process_gone
-
-        leases = self.orch.leases
-        deadline = time.monotonic() + self.ttl + 1.0
-        while not (own.lost or self.stopping.is_set()):
-            if leases.acquire(own.migration_id, self.owner, self.ttl):
-                return True
-            lease = leases.get(own.migration_id)
-            if lease is None:
-                continue
-            if runner_process_gone(lease["owner"]) and leases.take_over(
-                own.migration_id, lease["owner"], self.owner, self.ttl
-            ):
-                LOG.warning(
-                    "migration %s: taking over from dead %s", own.migration_id, lease["owner"]
-                )
-                return True
-            now = time.time()
-            lifetime = max(0.0, float(lease["expires_at"]) - float(lease["heartbeat_at"]))
-            stale = now - float(lease["heartbeat_at"]) > lifetime / 3 + 0.5
-            if not stale or time.monotonic() > deadline:
-                return False
-            self.stopping.wait(min(0.2, max(0.02, float(lease["expires_at"]) - now)))
-        return False
 
     def _wait_queued(self, mid: str, status: str, blocked: Blocked) -> None:
         if status != MigrationStatus.QUEUED.value:
-            self.orch.migrations.set_status(mid, MigrationStatus.QUEUED, detail=str(blocked))
+            self.runner.migrations.set_status(mid, MigrationStatus.QUEUED, detail=str(blocked))
         LOG.info("migration %s queued: %s", mid, blocked)
 
     def _run(self, job: Any, own: Ownership) -> bool:
-        orch = self.orch
+        runner = self.runner
         mid = own.migration_id
-        record = orch.migrations.get(mid)
-        if record.done and orch._flow_state(mid) in FINISHED_FLOW_STATES:
+        record = runner.migrations.get(mid)
+        if record.done and runner.flow_state(mid) in FINISHED_FLOW_STATES:
             return True
         if record.status == MigrationStatus.QUEUED.value and any(
             h.status == MigrationStatus.PREPARING.value for h in record.history
         ):
             # suspended after its destination was chosen: the sentinel does not run again
-            orch.migrations.set_status(
+            runner.migrations.set_status(
                 mid, MigrationStatus.PREPARING, detail=f"resumed by conductor {self.name}"
             )
         try:
@@ -390,42 +344,33 @@ class Conductor:
             return False
 
     def _drive(self, job: Any, own: Ownership, source: str | None) -> bool:
-        orch = self.orch
         mid = own.migration_id
-        context = dataclasses.replace(orch.context, clock=GuardedClock(orch.context.clock, own))
-        engine = orch._load_engine(mid, backend=FencedBackend(orch.backend, own), context=context)
-        own.engine = engine
-        if own.lost:
-            return False
         waiting: list[Blocked] = []
 
-        def on_destination(state: str, details: dict[str, Any]) -> None:
-            if details.get("task_name") != c.SCHEDULE or not isinstance(details.get("result"), str):
-                return
-            try:
-                if orch.migrations.field(mid, "abort_requested"):
+        def watch_destination(engine: Any) -> None:
+            def on_destination(state: str, details: dict[str, Any]) -> None:
+                if details.get("task_name") != c.SCHEDULE or not isinstance(
+                    details.get("result"), str
+                ):
                     return
-                blocked = self.slots.acquire(mid, self.slots.needed(source, details["result"]))
-            except Exception as exc:
-                LOG.warning("migration %s: cannot take the destination slot: %s", mid, exc)
-                blocked = Blocked(f"destination:{details['result']}", 0, 0)
-            if blocked is not None:
-                waiting.append(blocked)
-                engine.suspend()
+                try:
+                    if self.runner.migrations.field(mid, "abort_requested"):
+                        return
+                    needed = self.slots.needed(source, details["result"])
+                    blocked = self.slots.acquire(mid, needed)
+                except Exception as exc:
+                    LOG.warning("migration %s: cannot take the destination slot: %s", mid, exc)
+                    blocked = Blocked(f"destination:{details['result']}", 0, 0)
+                if blocked is not None:
+                    waiting.append(blocked)
+                    engine.suspend()
 
-        engine.atom_notifier.register(tf_states.SUCCESS, on_destination)
-        failure: BaseException | None = None
-        try:
-            with OwnershipListener(engine, own):
-                for _state in engine.run_iter():
-                    if self.stopping.is_set():
-                        engine.suspend()
-        except Exception as exc:  # the flow failed (reverted) or the engine could not go on
-            failure = exc
-        if own.lost:
+            engine.atom_notifier.register(tf_states.SUCCESS, on_destination)
+
+        result = self.runner.run(mid, own, on_engine=watch_destination)
+        if result.lost is not None:
             return False
-        flow_state = orch._flow_state(mid)
-        if flow_state in FINISHED_FLOW_STATES:
+        if result.finished:
             return True
         if waiting:
             # queued first, then the slots given back: the record never shows a migration
@@ -434,11 +379,11 @@ class Conductor:
             self.slots.release(mid)
             self._defer(job, self.poll_interval)
             return False
-        if failure is not None:
+        if result.failure is not None:
             LOG.warning(
                 "migration %s: its run stopped without finishing (%s); the job is given back",
                 mid,
-                failure,
+                result.failure,
             )
             self._defer(job, max(1.0, self.ttl / 3))
         return False
@@ -450,12 +395,12 @@ class Conductor:
         consumes it unrun), give back its slots, and drop any lease left by a runner that died
         before releasing it (a finished migration has nothing left to protect)."""
         try:
-            status = self.orch.migrations.field(mid, "status")
+            status = self.runner.migrations.field(mid, "status")
         except errors.FerryError:
             status = None
         self.jobs.consumed(mid, self.owner, status)
         self.slots.release(mid)
-        with self.orch.db.connect() as conn:
+        with self.runner.db.connect() as conn:
             conn.execute(LS.delete().where(LS.c.migration_id == mid))
 
     def _on_consumed(self, _event: str, details: dict[str, Any]) -> None:

@@ -4,9 +4,10 @@ on its job and ferry's lease row, taken in the same name, with the same lifetime
 Four layers keep a conductor that lost them (it stalled past the lease, its network went away)
 from driving the migration any further once it runs again:
 
-* the heartbeat (:class:`Heartbeat`) renews the lease row and the claim every third of the lease
-  (the claim only while it is still this conductor's: :meth:`extend_claim` is atomic); a failed
-  renewal marks the ownership lost and suspends the engine;
+* the runner's heartbeat (:class:`ferry.runner.lease.Heartbeat`) renews the lease row and the
+  claim every third of the lease (the claim only while it is still this conductor's:
+  :meth:`extend_claim` is atomic); a failed renewal marks the ownership lost and suspends the
+  engine;
 * :class:`OwnershipListener` (TaskFlow's ``CheckingClaimListener``) checks the claim at every
   state change of the flow and its atoms and suspends the engine when it is gone;
 * :class:`FencedBackend`: every TaskFlow write of the run happens in a transaction that first
@@ -16,9 +17,11 @@ from driving the migration any further once it runs again:
   backoff) check the ownership, re-verifying it when the last confirmation is older than half a
   lease.
 
-A refusal raises :class:`OwnershipLost`, a ``BaseException``: tasks do not catch it and TaskFlow
-does not turn it into a task failure, so the engine unwinds exactly as if the process had died
-(the running atom stays RUNNING, nothing is reverted) and the new owner resumes the run.
+A refusal raises :class:`~ferry.runner.lease.OwnershipLost`, a ``BaseException``: tasks do not
+catch it and TaskFlow does not turn it into a task failure, so the engine unwinds exactly as if
+the process had died (the running atom stays RUNNING, nothing is reverted) and the new owner
+resumes the run. An :class:`Ownership` is a :class:`~ferry.runner.lease.Lease` whose run hooks
+add the board claim, the fence and the guard.
 """
 
 from __future__ import annotations
@@ -36,19 +39,21 @@ from taskflow.listeners import claims
 
 from ferry.persistence.repository import LS, LeaseRepository
 from ferry.persistence.taskflow_backend import FerryBackend, FerryConnection
+from ferry.runner.lease import HandOff, Lease, OwnershipLost
+
+__all__ = [
+    "FencedBackend",
+    "GuardedClock",
+    "HandOff",
+    "Ownership",
+    "OwnershipListener",
+    "OwnershipLost",
+]
 
 LOG = logging.getLogger(__name__)
 
 
-class OwnershipLost(BaseException):
-    """This conductor no longer owns the migration: unwind the run like a crash (no revert)."""
-
-
-class HandOff(OwnershipLost):
-    """The conductor is shutting down: leave the migration to another conductor."""
-
-
-class Ownership:
+class Ownership(Lease):
     """The claim + lease a conductor holds on one migration (shared by the heartbeat, the
     listener, the fenced backend and the clock of that run)."""
 
@@ -63,74 +68,14 @@ class Ownership:
         ttl: float,
         stopping: threading.Event,
     ) -> None:
+        super().__init__(leases, migration_id, owner, ttl, stopping=stopping)
         self.board = board
         self.job = job
-        self.leases = leases
-        self.migration_id = migration_id
-        self.owner = owner
-        self.ttl = ttl
-        self.stopping = stopping
-        self.leased = False
-        self.engine: Any = None
-        self.lost_reason: str | None = None
-        self.closed = False
-        self._confirmed = time.monotonic()
-        self._lock = threading.Lock()
-        self._renewing = threading.Lock()
 
-    @property
-    def lost(self) -> bool:
-        return self.lost_reason is not None
-
-    def lose(self, reason: str, *, suspend: bool = True) -> None:
-        """Mark the migration lost (logged once) and ask the engine to suspend: it stops at the
-        next atom boundary, if its own next write has not stopped it already."""
-        with self._lock:
-            if self.lost_reason is not None:
-                return
-            self.lost_reason = reason
-            engine = self.engine
-        LOG.warning(
-            "migration %s: %s lost it (%s); it stops driving it",
-            self.migration_id,
-            self.owner,
-            reason,
-        )
-        if suspend and engine is not None:
-            # the suspension is itself a (fenced) write: refused when the lease is gone, and
-            # then the engine's next write stops it anyway
-            with contextlib.suppress(Exception, OwnershipLost):
-                engine.suspend()
-
-    def close(self) -> None:
-        """The run is over: no more renewals (call before releasing the lease)."""
-        with self._renewing:
-            self.closed = True
-
-    def renew(self) -> None:
-        """Renew the lease row and the claim (the heartbeat's beat)."""
-        with self._renewing:
-            if not (self.lost or self.closed):
-                self._renew()
-
-    def _renew(self) -> None:
-        try:
-            ok = not self.leased or self.leases.renew(self.migration_id, self.owner, self.ttl)
-            if not ok:
-                self.lose("its lease row belongs to another runner now")
-                return
-            if not self.board.extend_claim(self.job, self.owner, self.ttl):
-                self.lose("its board claim expired or belongs to another conductor now")
-                return
-        except Exception as exc:
-            late = time.monotonic() - self._confirmed
-            LOG.warning(
-                "migration %s: could not renew the claim and lease (%s)", self.migration_id, exc
-            )
-            if late > self.ttl:
-                self.lose(f"not renewed for {late:.0f} s")
-            return
-        self._confirmed = time.monotonic()
+    def _renew_more(self) -> str | None:
+        if not self.board.extend_claim(self.job, self.owner, self.ttl):
+            return "its board claim expired or belongs to another conductor now"
+        return None
 
     def claim_is_mine(self) -> bool:
         try:
@@ -152,16 +97,10 @@ class Ownership:
             return True
         return False
 
-    def lease_is_mine(self) -> bool:
-        lease = self.leases.get(self.migration_id)
-        return bool(lease and lease["owner"] == self.owner)
-
     def check(self) -> None:
-        """Raise OwnershipLost / HandOff when this run must stop now (called between polls)."""
-        if self.lost:
-            raise OwnershipLost(self.lost_reason)
-        if self.stopping.is_set():
-            raise HandOff("the conductor is shutting down")
+        """Raise OwnershipLost / HandOff when this run must stop now (called between polls);
+        re-verifies the claim and lease when the last confirmation is older than half a lease."""
+        super().check()
         if time.monotonic() - self._confirmed > self.ttl / 2:
             if self.claim_is_mine() and (not self.leased or self.lease_is_mine()):
                 self._confirmed = time.monotonic()
@@ -169,34 +108,17 @@ class Ownership:
                 self.lose("found taken over when it resumed")
                 raise OwnershipLost(self.lost_reason)
 
+    # the run's hooks (see ferry.runner.lease.Lease)
+    def backend(self, backend: Any) -> Any:
+        return FencedBackend(backend, self)
 
-class Heartbeat(threading.Thread):
-    """Renews every ownership of one conductor every third of the lease."""
+    def clock(self, clock: Any) -> Any:
+        return GuardedClock(clock, self)
 
-    def __init__(self, ttl: float) -> None:
-        super().__init__(name="ferry-conductor-heartbeat", daemon=True)
-        self.ttl = ttl
-        self._owned: set[Ownership] = set()
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()
-
-    def add(self, ownership: Ownership) -> None:
-        with self._lock:
-            self._owned.add(ownership)
-
-    def remove(self, ownership: Ownership) -> None:
-        with self._lock:
-            self._owned.discard(ownership)
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.ttl / 3):
-            with self._lock:
-                owned = list(self._owned)
-            for ownership in owned:
-                ownership.renew()
-
-    def stop(self) -> None:
-        self._stop_event.set()
+    @contextlib.contextmanager
+    def watch(self, engine: Any) -> Iterator[None]:
+        with OwnershipListener(engine, self):
+            yield
 
 
 class OwnershipListener(claims.CheckingClaimListener):

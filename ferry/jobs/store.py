@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from taskflow import exceptions as tf_exc
@@ -23,20 +23,16 @@ from taskflow import states as tf_states
 from ferry.errors import JobBoardUnavailable
 from ferry.persistence.db import Database
 from ferry.persistence.repository import M
+from ferry.runner.engine import FLOW_FACTORY, STORE_META_KEY
+from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
 
 from .board import open_board
 from .limits import SlotRepository
 from .tables import JOBS
 
-if TYPE_CHECKING:
-    from ferry.api import Orchestrator
-
 LOG = logging.getLogger(__name__)
 
-FLOW_FACTORY = "ferry.flows.live_migration.get_live_migration_flow"
 JOB_NAME_PREFIX = "live-migration"
-#: flow states after which a job is done (consumed, never run again)
-FINISHED_FLOW_STATES = frozenset({tf_states.SUCCESS, tf_states.REVERTED, tf_states.FAILURE})
 
 
 def job_name(migration_id: str) -> str:
@@ -110,12 +106,13 @@ class JobRepository:
 
 
 class JobStore:
-    """The job board of one :class:`~ferry.api.Orchestrator` (opened on first use)."""
+    """The job board of one :class:`~ferry.runner.Runner`'s database and settings (opened on
+    first use)."""
 
-    def __init__(self, orch: Orchestrator) -> None:
-        self.orch = orch
-        self.settings = orch.settings.jobboard
-        self.jobs = JobRepository(orch.db)
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.settings = runner.settings.jobboard
+        self.jobs = JobRepository(runner.db)
         self._board: Any = None
         self._lock = threading.Lock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:client"
@@ -126,7 +123,7 @@ class JobStore:
         with self._lock:
             if self._board is None:
                 self._board = open_board(
-                    self.settings, "ferry-client", persistence=self.orch.backend
+                    self.settings, "ferry-client", persistence=self.runner.backend
                 )
             return self._board
 
@@ -141,10 +138,8 @@ class JobStore:
     # ------------------------------------------------------------------ posting
     def post(self, migration_id: str) -> str:
         """Post the migration's job (its logbook and flow detail exist); returns the job id."""
-        from ferry.api import STORE_META_KEY
-
         board = self.board
-        with contextlib.closing(self.orch.backend.get_connection()) as conn:
+        with contextlib.closing(self.runner.backend.get_connection()) as conn:
             book = conn.get_logbook(migration_id)
         fd = book.find(migration_id)
         store = dict((fd.meta or {}).get(STORE_META_KEY, {}))
@@ -182,7 +177,7 @@ class JobStore:
         board = self.board
         rows: list[dict[str, Any]] = []
         known = {r["migration_id"]: r for r in self.jobs.all()}
-        slots = SlotRepository(self.orch.db, self.orch.settings.limits)
+        slots = SlotRepository(self.runner.db, self.runner.settings.limits)
         usage = slots.usage()
         held = slots.held()
         for job in self.board_jobs():
@@ -195,7 +190,7 @@ class JobStore:
                 continue  # consumed meanwhile
             record = None
             with contextlib.suppress(Exception):
-                record = self.orch.migrations.get(mid) if mid else None
+                record = self.runner.migrations.get(mid) if mid else None
             waiting = None
             if record is not None and not record.done and state != tf_states.CLAIMED:
                 blocked = slots.would_block(
@@ -226,7 +221,7 @@ class JobStore:
                 # posted, never consumed, gone from the board (a board that lost its data)
                 record = None
                 with contextlib.suppress(Exception):
-                    record = self.orch.migrations.get(mid)
+                    record = self.runner.migrations.get(mid)
                 rows.append(
                     {
                         "job": row["job_uuid"],
@@ -264,7 +259,7 @@ class JobStore:
         """Take a finished migration's job off the board (after an abort done by this process):
         claim it if nobody has, and consume it. True when consumed here. Best effort: a job
         claimed by a conductor is left to it (it consumes finished jobs without running them)."""
-        if self.orch._flow_state(migration_id) not in FINISHED_FLOW_STATES:
+        if self.runner.flow_state(migration_id) not in FINISHED_FLOW_STATES:
             return False
         job = self.find(migration_id)
         if job is None:
@@ -281,7 +276,9 @@ class JobStore:
             with contextlib.suppress(Exception):
                 board.abandon(job, self.owner)
             return False
-        self.jobs.consumed(migration_id, self.owner, self.orch.migrations.get(migration_id).status)
+        self.jobs.consumed(
+            migration_id, self.owner, self.runner.migrations.get(migration_id).status
+        )
         return True
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from taskflow import task
 from taskflow.types import failure as tf_failure
 
+from ferry.compat import type_names
 from ferry.context import Context
 from ferry.errors import FerryError, MigrationCancelled, MigrationPreCheckError
 from ferry.model import Instance, MigrateData
@@ -33,7 +34,7 @@ def describe(failure_or_exc: Any) -> str:
         exc = failure_or_exc.exception
         if isinstance(exc, FerryError):
             return str(exc)
-        names = list(getattr(failure_or_exc, "_exc_type_names", []) or [])
+        names = type_names(failure_or_exc)
         kind = names[0].rsplit(".", 1)[-1] if names else "Error"
         return f"{kind}: {failure_or_exc.exception_str}"
     if isinstance(failure_or_exc, FerryError):

@@ -7,25 +7,26 @@ from typing import Any
 from ferry import errors
 from ferry.context import Context
 from ferry.model import MigrationStatus
+from ferry.outcome import host_failure
 from ferry.tasks.base import LOG, FerryTask, describe, primary_failure
 
 
 def summarise_failures(
     ctx: Context, migration_id: str, flow_failures: dict[str, Any]
 ) -> tuple[bool, str]:
-    """(cancelled?, error line) for the failures that reverted the flow."""
+    """(cancelled?, error line) for the failures that reverted the flow (the outcome rule of
+    :mod:`ferry.outcome`, which the runner raises from the same record)."""
     failures = list(flow_failures.values())
     cancelled = any(f.check(errors.MigrationCancelled) for f in failures)
     cancelled = cancelled or bool(ctx.migrations.field(migration_id, "abort_requested"))
     if cancelled:
-        return True, f"migration {migration_id} was aborted by request; it was reverted"
+        return True, f"{errors.MigrationCancelled(migration_id)}; it was reverted"
     main = primary_failure(failures)
     if main is None:
         return cancelled, "reverted"
-    if main.check(errors.MigrationPreCheckError):
-        rejected = ctx.migrations.rejected_hosts(migration_id)
-        if len(rejected) > 1 or not ctx.migrations.field(migration_id, "requested_destination"):
-            return cancelled, str(errors.NoValidHost(rejected))
+    explained = host_failure(ctx.migrations.get(migration_id), main)
+    if isinstance(explained, errors.NoValidHost):
+        return cancelled, str(explained)
     return cancelled, describe(main)
 
 

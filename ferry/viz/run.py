@@ -22,6 +22,7 @@ from ferry.persistence import db as db_module
 from ferry.persistence.db import Database
 from ferry.persistence.repository import LeaseRepository, MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
+from ferry.runner.lease import runner_process_gone
 
 #: TaskFlow states that end an execution, and those that end a revert
 EXECUTE_ENDS = (states.SUCCESS, states.FAILURE)
@@ -250,8 +251,6 @@ class RunStore:
 
 def owner_gone(owner: str) -> bool:
     """True when a lease owner ("host:pid:token") is a process of this machine that is gone."""
-    from ferry.api import runner_process_gone
-
     return runner_process_gone(owner)
 
 

@@ -60,7 +60,7 @@ def main() -> int:
         if spec:
             orch.subscribe(make_trap(spec, sig))
 
-    mid = orch.create(args.target, args.to) if args.mode == "migrate" else args.target
+    mid = orch.create(args.target, destination=args.to) if args.mode == "migrate" else args.target
     print(mid, flush=True)
     try:
         m = orch.resume(mid)

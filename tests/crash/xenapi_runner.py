@@ -93,7 +93,7 @@ def main() -> int:
     orch = Orchestrator(args.db, settings=settings, drivers=[driver])
     if args.kill_at:
         orch.subscribe(make_trap(args.kill_at, signal.SIGKILL))
-    mid = orch.create(args.target, args.to) if args.mode == "migrate" else args.target
+    mid = orch.create(args.target, destination=args.to) if args.mode == "migrate" else args.target
     print(mid, flush=True)
     try:
         m = orch.resume(mid)

@@ -150,14 +150,14 @@ def test_runs_of_one_thread_share_one_compiled_flow(
 ) -> None:
     # the flow is compiled once per thread (a frozen graph); each run gets its own runtime
     engines = []
-    load = orch._load_engine
+    load = orch.runner.load_engine
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         engine = load(*args, **kwargs)
         engines.append(engine)
         return engine
 
-    orch._load_engine = spy  # type: ignore[method-assign]
+    orch.runner.load_engine = spy  # type: ignore[method-assign]
     orch.live_migrate("web-1", "compute-3")
     orch.live_migrate("web-1", "compute-1")
     assert_on(sim, "web-1", "compute-1")

@@ -230,7 +230,7 @@ def conductors(config: Path, workdir: Path) -> Iterator[Conductors]:
 @contextlib.contextmanager
 def in_process_conductors(orchs: list[Orchestrator], **kwargs: Any) -> Iterator[list[Conductor]]:
     """Conductors in threads of this process (one per orchestrator); stopped at the end."""
-    running = [Conductor(o, name=f"local-{i}", **kwargs) for i, o in enumerate(orchs)]
+    running = [Conductor(o.runner, name=f"local-{i}", **kwargs) for i, o in enumerate(orchs)]
     threads = [threading.Thread(target=c.run, daemon=True) for c in running]
     for t in threads:
         t.start()

@@ -104,7 +104,7 @@ def test_failed_migration_consumed_once_never_retried(make_orch: MakeOrch) -> No
     assert orch.get(mid).status == "failed"
     assert "no valid host" in (orch.get(mid).error or "")
     assert job_rows(orch)[mid]["dispatches"] == 1
-    assert orch._flow_state(mid) == "REVERTED"
+    assert orch.runner.flow_state(mid) == "REVERTED"
     assert_store_clean(orch, [mid])
 
 

@@ -3,7 +3,6 @@ lease was taken over writes nothing more and reverts nothing; the next owner res
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any
 
@@ -12,8 +11,6 @@ import pytest
 from ferry import Orchestrator
 from ferry.context import Event
 from ferry.jobs.ownership import (
-    FencedBackend,
-    GuardedClock,
     HandOff,
     Ownership,
     OwnershipListener,
@@ -47,10 +44,8 @@ def owned_run(orch: Orchestrator, mid: str, owner: str) -> tuple[Any, Ownership,
         ttl=30,
         stopping=threading.Event(),
     )
-    assert orch.leases.acquire(mid, owner, 30)
-    own.leased = True
-    context = dataclasses.replace(orch.context, clock=GuardedClock(orch.context.clock, own))
-    engine = orch._load_engine(mid, backend=FencedBackend(orch.backend, own), context=context)
+    assert own.take()
+    engine = orch.runner.load_engine(mid, own)
     own.engine = engine
     return engine, own, board
 
@@ -65,7 +60,7 @@ def test_a_run_that_lost_its_lease_before_starting_writes_nothing(orch: Orchestr
     assert orch.leases.take_over(mid, "host:1:a", "host:2:b", 30)
     with pytest.raises(OwnershipLost):
         engine.run()
-    assert orch._flow_state(mid) == "PENDING"
+    assert orch.runner.flow_state(mid) == "PENDING"
     assert set(atom_states(orch, mid).values()) <= {"PENDING"}
     assert orch.get(mid).status == "accepted"
     assert own.lost and "host:2:b" in (own.lost_reason or "")
@@ -122,7 +117,7 @@ def test_claim_loss_suspends_at_the_next_state_change(orch: Orchestrator) -> Non
     engine.atom_notifier.register("SUCCESS", lose_claim)
     with OwnershipListener(engine, own):
         engine.run()
-    assert orch._flow_state(mid) == "SUSPENDED"
+    assert orch.runner.flow_state(mid) == "SUSPENDED"
     assert own.lost
     states = atom_states(orch, mid)
     assert states["validate"] == "SUCCESS" and states["transfer"] == "PENDING"

@@ -81,7 +81,7 @@ def assert_finished_once(orch: Orchestrator, mid: str, vm: str, by: str) -> None
     assert transfer["state"] == "completed"
     row = job_rows(orch)[mid]
     assert row["consumed_by"].endswith(f":{by}"), row
-    assert orch._flow_state(mid) == "SUCCESS"
+    assert orch.runner.flow_state(mid) == "SUCCESS"
     assert_store_clean(orch, [mid])
 
 
