@@ -50,7 +50,6 @@ def progress_dict(p: TransferProgress) -> dict[str, Any]:
         "throttle_percent": p.throttle_percent,
         "elapsed_s": round(p.elapsed_s, 2),
         "eta_s": round(eta, 1) if eta is not None else None,
-        "transfer_started": True,
     }
 
 
@@ -76,9 +75,7 @@ class Transfer(FerryTask):
         conf = MigrationSettings.from_store(settings)
         policy = MonitorPolicy.of(conf, data_gb(inst.memory_mb, inst.disk_gb, data.block_migration))
         driver = context.driver(data.source)
-        started = bool(
-            (context.migrations.field(migration_id, "progress") or {}).get("transfer_started")
-        )
+        started = context.migrations.transfer_started_at(migration_id) is not None
         if started:
             loc = driver.locate(inst.uuid)
             if loc.host == data.destination and not loc.transfer_in_flight:
@@ -96,15 +93,8 @@ class Transfer(FerryTask):
                 )
         if not started:
             context.check_abort(migration_id, "before the transfer")
-            context.migrations.set_status(
-                migration_id,
-                MigrationStatus.RUNNING,
-                progress={
-                    "phase": "transfer",
-                    "state": "starting",
-                    "percent": 0.0,
-                    "transfer_started": True,
-                },
+            context.migrations.mark_transfer_started(
+                migration_id, {"phase": "transfer", "state": "starting", "percent": 0.0}
             )
             driver.start_transfer(
                 inst,
