@@ -1,8 +1,11 @@
 """ferry: live migration of running virtual machines as a revertible, resumable TaskFlow flow."""
 
-from ferry.api import MigrationHandle, Orchestrator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ferry.config import MigrationSettings, Settings, load_settings
-from ferry.context import Event
 from ferry.errors import (
     AbortTooLate,
     ComputeHostUnavailable,
@@ -26,7 +29,24 @@ from ferry.errors import (
 )
 from ferry.model import Host, Instance, MigrateData, Migration, MigrationStatus
 
+if TYPE_CHECKING:
+    from ferry.api import MigrationHandle, Orchestrator
+    from ferry.context import Event
+
 __version__ = "0.1.0"
+
+#: imported on first use, so that ``import ferry.cli`` (and ``ferry --help``) does not load the
+#: API with its TaskFlow engines and database layers
+_LAZY = {"MigrationHandle": "ferry.api", "Orchestrator": "ferry.api", "Event": "ferry.context"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ferry' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AbortTooLate",

@@ -194,9 +194,7 @@ class FencedBackend:
         self._engine = _FencedEngine(backend.engine, ownership)
 
     def get_connection(self) -> FerryConnection:
-        conn = FerryConnection(self._backend)
-        conn._engine = self._engine
-        return conn
+        return FerryConnection(self._backend, self._engine)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)

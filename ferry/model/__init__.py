@@ -268,6 +268,8 @@ class Migration(_Record):
     leftovers: list[str] = field(default_factory=list)
     phases: list[PhaseState] = field(default_factory=list)
     abort_requested: bool = False
+    #: when the transfer was (last) started; None = never
+    transfer_started_at: float | None = None
 
     @property
     def status_enum(self) -> MigrationStatus:

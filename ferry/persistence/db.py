@@ -19,6 +19,7 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection, Engine
 
 from ferry.errors import ConfigError
+from ferry.persistence import schema
 
 DEFAULT_DB_ENV = "FERRY_DB"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -118,10 +119,8 @@ class Database:
         with self._upgrade_lock:
             if self._upgraded:
                 return
-            from ferry.persistence import schema
-
             try:
-                schema.upgrade(self)
+                schema.upgrade(self.engine, self)
             except ConfigError:
                 raise
             except sa.exc.OperationalError as exc:

@@ -34,6 +34,8 @@ class MigrationRow(Base):
     force_complete_requested: Mapped[bool] = mapped_column(
         sa.Boolean, default=False, server_default=sa.false()
     )
+    #: when the transfer was (last) started; None = never (a resumed run then starts it)
+    transfer_started_at: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[float] = mapped_column(sa.Float)
     updated_at: Mapped[float] = mapped_column(sa.Float)
 

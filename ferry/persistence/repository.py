@@ -229,6 +229,7 @@ class MigrationRepository:
             error=row["error"],
             leftovers=list(row["leftovers"] or []),
             abort_requested=bool(row["abort_requested"]),
+            transfer_started_at=row["transfer_started_at"],
         )
 
     # ------------------------------------------------------------------ writes
@@ -369,6 +370,19 @@ class MigrationRepository:
                 import logging
 
                 logging.getLogger(__name__).exception("status listener failed")
+
+    # ------------------------------------------------------------ resume state
+    def mark_transfer_started(self, migration_id: str, progress: dict[str, Any]) -> None:
+        """Move to running with ``progress`` and note that the transfer is being started, in one
+        transaction (set before the driver is asked: a resumed run then asks the driver whether
+        it really started)."""
+        self.set_status(
+            migration_id, MigrationStatus.RUNNING, progress=progress, transfer_started_at=self.now()
+        )
+
+    def transfer_started_at(self, migration_id: str) -> float | None:
+        """When the transfer was last started; None when it never was."""
+        return cast(float | None, self.field(migration_id, "transfer_started_at"))
 
 
 class ClaimRepository:

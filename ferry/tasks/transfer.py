@@ -14,7 +14,23 @@ from ferry.context import Context, Event
 from ferry.drivers.base import Driver, TransferPolicy
 from ferry.model import Instance, MigrateData, MigrationStatus, TransferProgress
 from ferry.persistence.repository import Requests
-from ferry.policy import completion_timeout, data_gb, downtime_steps
+from ferry.policy import (
+    AbortOnRequest,
+    Fail,
+    Finish,
+    ForceCompleteOnRequest,
+    MonitorPolicy,
+    MonitorState,
+    Sample,
+    StepDowntime,
+    SwitchToPostCopy,
+    TimeoutAbort,
+    TimeoutForceComplete,
+    Wait,
+    data_gb,
+    decide,
+    finished,
+)
 from ferry.tasks.base import LOG, FerryTask, instance_of, migrate_data_of, safe_revert
 
 
@@ -34,29 +50,7 @@ def progress_dict(p: TransferProgress) -> dict[str, Any]:
         "throttle_percent": p.throttle_percent,
         "elapsed_s": round(p.elapsed_s, 2),
         "eta_s": round(eta, 1) if eta is not None else None,
-        "transfer_started": True,
     }
-
-
-class StuckDetector:
-    """Is a pre-copy transfer converging? The rule for switching to post-copy: after the
-    first full pass, each memory iteration must shrink what is left to copy by at least 10 %.
-    Measured on the memory remaining when each iteration is first seen."""
-
-    def __init__(self, min_progress: float = 0.10) -> None:
-        self.min_progress = min_progress
-        self._starts: dict[int, float] = {}
-
-    def update(self, p: TransferProgress) -> bool:
-        """Feed one progress sample; True when the transfer does not converge."""
-        if p.state != "running" or p.iteration < 1 or p.iteration in self._starts:
-            return False
-        earlier = [i for i in self._starts if i < p.iteration]
-        self._starts[p.iteration] = p.memory_remaining_mb
-        if p.iteration < 3 or not earlier:
-            return False  # pass 1 copies everything once; pass 2 sets the baseline
-        before = self._starts[max(earlier)]
-        return before > 0 and p.memory_remaining_mb > before * (1.0 - self.min_progress)
 
 
 class Transfer(FerryTask):
@@ -78,17 +72,16 @@ class Transfer(FerryTask):
     ) -> dict[str, Any]:
         inst = instance_of(instance)
         data = migrate_data_of(prepared_migrate_data)
-        policy = MigrationSettings.from_store(settings)
+        conf = MigrationSettings.from_store(settings)
+        policy = MonitorPolicy.of(conf, data_gb(inst.memory_mb, inst.disk_gb, data.block_migration))
         driver = context.driver(data.source)
-        started = bool(
-            (context.migrations.field(migration_id, "progress") or {}).get("transfer_started")
-        )
+        started = context.migrations.transfer_started_at(migration_id) is not None
         if started:
             loc = driver.locate(inst.uuid)
             if loc.host == data.destination and not loc.transfer_in_flight:
                 LOG.info("migration %s: switchover already done before the restart", migration_id)
                 p = driver.transfer_progress(inst, data)
-                result = self._result(p, None, 0)
+                result = self._result(p, MonitorState().finish())
                 self._report(context, migration_id, p, result)
                 return result
             state = driver.transfer_progress(inst, data).state
@@ -100,36 +93,24 @@ class Transfer(FerryTask):
                 )
         if not started:
             context.check_abort(migration_id, "before the transfer")
-            context.migrations.set_status(
-                migration_id,
-                MigrationStatus.RUNNING,
-                progress={
-                    "phase": "transfer",
-                    "state": "starting",
-                    "percent": 0.0,
-                    "transfer_started": True,
-                },
+            context.migrations.mark_transfer_started(
+                migration_id, {"phase": "transfer", "state": "starting", "percent": 0.0}
             )
-            steps = list(downtime_steps(policy, self._gb(inst, data)))
             driver.start_transfer(
                 inst,
                 data,
                 TransferPolicy(
-                    bandwidth_mbps=float(policy.live_migration_bandwidth),
-                    initial_downtime_ms=steps[0][1],
-                    permit_auto_converge=policy.live_migration_permit_auto_converge,
-                    auto_converge_initial=policy.live_migration_auto_converge_initial,
-                    auto_converge_increment=policy.live_migration_auto_converge_increment,
-                    permit_post_copy=policy.live_migration_permit_post_copy,
+                    bandwidth_mbps=float(conf.live_migration_bandwidth),
+                    initial_downtime_ms=policy.steps[0][1],
+                    permit_auto_converge=conf.live_migration_permit_auto_converge,
+                    auto_converge_initial=conf.live_migration_auto_converge_initial,
+                    auto_converge_increment=conf.live_migration_auto_converge_increment,
+                    permit_post_copy=conf.live_migration_permit_post_copy,
                 ),
             )
         else:
             context.migrations.set_status(migration_id, MigrationStatus.RUNNING)
-        return self._monitor(context, migration_id, driver, inst, data, policy)
-
-    @staticmethod
-    def _gb(inst: Instance, data: MigrateData) -> float:
-        return data_gb(inst.memory_mb, inst.disk_gb, data.block_migration)
+        return self._monitor(context, migration_id, driver, inst, data, policy, conf.poll_interval)
 
     def _monitor(
         self,
@@ -138,97 +119,85 @@ class Transfer(FerryTask):
         driver: Driver,
         inst: Instance,
         data: MigrateData,
-        policy: MigrationSettings,
+        policy: MonitorPolicy,
+        poll_interval: float,
     ) -> dict[str, Any]:
-        gb = self._gb(inst, data)
-        steps = list(downtime_steps(policy, gb))
-        timeout = completion_timeout(policy, gb)
-        applied = 0
-        lever: str | None = None
-        refused = False
-        throttled = False
-        stuck = StuckDetector()
+        """Poll the transfer to its end: report each sample, ask :func:`~ferry.policy.decide`
+        what to do and do it through the driver."""
+        state = MonitorState()
         while True:
             p = driver.transfer_progress(inst, data)
-            throttled = throttled or p.throttle_percent > 0
-            if p.state == "completed":
-                if lever is None and throttled:
-                    lever = "auto-converge"
-                result: dict[str, Any] | None = self._result(p, lever, applied)
-            else:
-                result = None
+            done = finished(p, state)
+            result = None if done is None else self._result(p, done)
             requests = self._report(ctx, migration_id, p, result)
             if result is not None:
                 return result
-            if p.state == "cancelled":
-                raise errors.MigrationCancelled(migration_id, "during the transfer")
-            if p.state == "failed":
-                raise errors.TransferFailed(
-                    data.source, p.error or "the hypervisor reported a failure"
-                )
-            if p.state == "none":
-                raise errors.TransferFailed(
-                    data.source, "the transfer disappeared from the hypervisor"
-                )
-            if requests.abort:
-                if self._abort(driver, inst, data):
-                    raise errors.MigrationCancelled(migration_id, "during the transfer")
-                continue  # switched over meanwhile: too late to abort, finish instead
-            if (
-                policy.live_migration_permit_post_copy
-                and lever is None
-                and not refused
-                and stuck.update(p)
-            ):
-                try:
-                    lever = driver.force_complete(inst, data)
-                except errors.DriverError as exc:
-                    refused = True
-                    LOG.warning("migration %s: cannot switch to post-copy: %s", migration_id, exc)
-                else:
-                    LOG.warning(
-                        "migration %s: not converging (iteration %d, %.0f MiB left): "
-                        "switched to %s",
-                        migration_id,
-                        p.iteration,
-                        p.memory_remaining_mb,
-                        lever,
-                    )
-                continue
-            if requests.force_complete and lever is None and not refused:
-                try:
-                    lever = driver.force_complete(inst, data)
-                except errors.DriverError as exc:
-                    # the transfer goes on under its policy; the user sees why in the log
-                    refused = True
-                    LOG.warning("migration %s: cannot force completion: %s", migration_id, exc)
-                else:
-                    LOG.warning(
-                        "migration %s: forced to complete on request, by %s", migration_id, lever
-                    )
-                continue
-            due = applied
-            while due + 1 < len(steps) and steps[due + 1][0] <= p.elapsed_s:
-                due += 1
-            if due != applied:
-                applied = due
-                driver.set_max_downtime(inst, data, steps[applied][1])
+            sample = Sample(p, requests.abort, requests.force_complete)
+            action, state = decide(sample, policy, state)
+            while isinstance(action, StepDowntime):  # the same sample may also be past the timeout
+                driver.set_max_downtime(inst, data, action.downtime_ms)
                 LOG.info(
-                    "migration %s: max downtime raised to %d ms", migration_id, steps[applied][1]
+                    "migration %s: max downtime raised to %d ms", migration_id, action.downtime_ms
                 )
-            if timeout is not None and p.elapsed_s > timeout and lever is None:
-                if policy.live_migration_timeout_action == "force_complete":
-                    lever = driver.force_complete(inst, data)
-                    LOG.warning(
-                        "migration %s: completion timeout, forced to complete by %s",
-                        migration_id,
-                        lever,
-                    )
-                elif self._abort(driver, inst, data):
-                    raise errors.TransferTimeout(data.source, timeout)
-                else:
-                    continue
-            self._pause(ctx, driver, inst, data, policy.poll_interval)
+                action, state = decide(sample, policy, state)
+            match action:
+                case Fail(cancelled=True):
+                    raise errors.MigrationCancelled(migration_id, action.reason)
+                case Fail():
+                    raise errors.TransferFailed(data.source, action.reason)
+                case AbortOnRequest():
+                    if self._abort(driver, inst, data):
+                        raise errors.MigrationCancelled(migration_id, "during the transfer")
+                    # switched over meanwhile: too late to abort, finish instead
+                case TimeoutAbort():
+                    if self._abort(driver, inst, data):
+                        raise errors.TransferTimeout(data.source, action.timeout)
+                case SwitchToPostCopy() | ForceCompleteOnRequest():
+                    state = self._force(migration_id, driver, inst, data, action, state)
+                case TimeoutForceComplete():
+                    state = self._force(migration_id, driver, inst, data, action, state)
+                    self._pause(ctx, driver, inst, data, poll_interval)
+                case Wait():
+                    self._pause(ctx, driver, inst, data, poll_interval)
+
+    @staticmethod
+    def _force(
+        migration_id: str,
+        driver: Driver,
+        inst: Instance,
+        data: MigrateData,
+        action: SwitchToPostCopy | ForceCompleteOnRequest | TimeoutForceComplete,
+        state: MonitorState,
+    ) -> MonitorState:
+        """Force completion; a refusal on the timeout fails the transfer, otherwise the transfer
+        goes on under its policy and the user sees why in the log."""
+        try:
+            lever = driver.force_complete(inst, data)
+        except errors.DriverError as exc:
+            if isinstance(action, TimeoutForceComplete):
+                raise
+            what = (
+                "switch to post-copy"
+                if isinstance(action, SwitchToPostCopy)
+                else "force completion"
+            )
+            LOG.warning("migration %s: cannot %s: %s", migration_id, what, exc)
+            return state.refusal()
+        if isinstance(action, SwitchToPostCopy):
+            LOG.warning(
+                "migration %s: not converging (iteration %d, %.0f MiB left): switched to %s",
+                migration_id,
+                action.iteration,
+                action.remaining_mb,
+                lever,
+            )
+        elif isinstance(action, ForceCompleteOnRequest):
+            LOG.warning("migration %s: forced to complete on request, by %s", migration_id, lever)
+        else:
+            LOG.warning(
+                "migration %s: completion timeout, forced to complete by %s", migration_id, lever
+            )
+        return state.forced(lever)
 
     @staticmethod
     def _pause(
@@ -272,15 +241,13 @@ class Transfer(FerryTask):
         return requests
 
     @staticmethod
-    def _result(p: TransferProgress, lever: str | None, steps_applied: int) -> dict[str, Any]:
-        if lever is None:
-            lever = "downtime steps" if steps_applied else "none needed"
+    def _result(p: TransferProgress, done: Finish) -> dict[str, Any]:
         return {
             "downtime_ms": p.downtime_ms,
             "iterations": p.iteration,
             "elapsed_s": round(p.elapsed_s, 3),
-            "lever": lever,
-            "downtime_steps_applied": steps_applied,
+            "lever": done.lever,
+            "downtime_steps_applied": done.steps_applied,
         }
 
     def revert(

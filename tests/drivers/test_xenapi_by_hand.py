@@ -1,8 +1,8 @@
-"""The README's way to try the XenAPI path by hand, run as written: the XAPI simulator started
+"""The documented way to try the XenAPI path by hand, run as written: the XAPI simulator started
 as its own process (``python -m tests.xapisim --config-out FILE``), then the real ``ferry``
 command against it.
 
-The commands are read from the README's "XenServer / XCP-ng pools (XenAPI)" section, so the
+The commands are read from docs/operations.md's "XenServer / XCP-ng pools (XenAPI)" section, so the
 documentation cannot drift from what works; only the ``/tmp`` paths are moved into the test's
 directory. The simulator runs on wall time (``--speed 20``: web-1's 18 s cross-pool move takes
 about 0.9 s); the test waits for its "serving" line, never for a fixed time.
@@ -28,15 +28,15 @@ import pytest
 from ferry.drivers.xenapi.session import load_sdk
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "operations.md"
 SECTION = "## XenServer / XCP-ng pools (XenAPI)"
 READY_S = 30.0  # deadline for the simulator's "serving" line
 COMMAND_S = 120.0  # deadline for each ferry command
 
 
 def documented_commands() -> list[str]:
-    """The shell lines of the README's XenAPI section that try the path by hand."""
-    text = README.read_text()
+    """The shell lines of the docs' XenAPI section that try the path by hand."""
+    text = DOC.read_text()
     section = text[text.index(SECTION) :]
     section = section[: section.index("\n## ", len(SECTION))]
     blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
@@ -94,7 +94,7 @@ class Simulator:
                 return list(self.seen)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        """Send ``sig`` (the README's ``kill %1``: SIGTERM); SIGKILL if it does not exit in
+        """Send ``sig`` (the docs' ``kill %1``: SIGTERM); SIGKILL if it does not exit in
         time. Returns its exit status after ``sig`` (``None`` when it had to be killed)."""
         if self.proc.poll() is not None:
             return self.proc.returncode
@@ -108,8 +108,8 @@ class Simulator:
 
 
 def test_readme_xenapi_by_hand_commands_migrate_web_1_to_xs_b1(tmp_path: Path) -> None:
-    """Every line of the README's block, as written: the simulator's printed export line is
-    the README's; ``ferry ... hosts`` and ``ferry ... migrate web-1 --to xs-b1`` exit 0;
+    """Every line of the docs' block, as written: the simulator's printed export line is
+    the docs'; ``ferry ... hosts`` and ``ferry ... migrate web-1 --to xs-b1`` exit 0;
     ``hosts --json`` has the three XAPI hosts up; the record (``ferry show --json``) is
     completed on xs-b1 with block migration; the simulator, asked over XML-RPC, has one web-1,
     resident on xs-b1; the password is in no output; ``kill %1`` (SIGTERM) stops the
@@ -152,7 +152,7 @@ def test_readme_xenapi_by_hand_commands_migrate_web_1_to_xs_b1(tmp_path: Path) -
     sim = Simulator(argv(start.removesuffix("&").strip()))
     try:
         printed = sim.wait_until_serving(READY_S)
-        assert export in printed  # the README's password line is what the simulator prints
+        assert export in printed  # the docs' password line is what the simulator prints
         urls = dict(
             re.findall(r"^(pool-[ab]): (http://127\.0\.0\.1:\d+)$", "\n".join(printed), re.M)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import pytest
@@ -209,6 +210,46 @@ def test_transfer_revert_aborts_a_transfer_in_flight(
     )
     loc = sim.locate(inst.uuid)
     assert loc.host == "compute-1" and not loc.transfer_in_flight
+
+
+def test_transfer_resume_reads_the_records_start_field(
+    orch: Orchestrator, run: dict[str, Any], sim: SimulatedDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = checked_data(run)
+    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(
+        run["ctx"], run["mid"], run["instance"], data
+    )
+    assert orch.migrations.transfer_started_at(run["mid"]) is None
+    # a run that died after starting the transfer: the record says so, the driver has it in flight
+    orch.migrations.mark_transfer_started(run["mid"], {"phase": "transfer", "percent": 0.0})
+    started_at = orch.migrations.transfer_started_at(run["mid"])
+    sim.start_transfer(
+        Instance.from_dict(run["instance"]), MigrateData.from_dict(prepared), TransferPolicy()
+    )
+    caplog.set_level(logging.INFO, logger="ferry.tasks")
+    result = Transfer(c.TRANSFER).execute(
+        run["ctx"], run["mid"], run["instance"], prepared, run["settings"]
+    )
+    assert (
+        result["iterations"] >= 1 and "re-attaching to a transfer in state running" in caplog.text
+    )
+    m = orch.get(run["mid"])
+    assert m.transfer_started_at == started_at  # re-attached: not started again
+    assert "transfer_started" not in m.progress and m.progress["result"] == result
+
+
+def test_transfer_start_is_recorded_outside_the_progress(
+    orch: Orchestrator, run: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    data = checked_data(run)
+    prepared = PreLiveMigration(c.PRE_LIVE_MIGRATION).execute(
+        run["ctx"], run["mid"], run["instance"], data
+    )
+    caplog.set_level(logging.INFO, logger="ferry.tasks")
+    Transfer(c.TRANSFER).execute(run["ctx"], run["mid"], run["instance"], prepared, run["settings"])
+    m = orch.get(run["mid"])
+    assert m.transfer_started_at is not None and "re-attaching" not in caplog.text
+    assert "transfer_started" not in m.progress and m.progress["state"] == "completed"
 
 
 def test_post_steps_are_idempotent_and_complete(

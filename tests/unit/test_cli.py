@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ferry import cli as cli_mod
 from ferry.cli import cli
+from ferry.cli import migrate as migrate_mod
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_failed_migration_exits_non_zero(env: dict[str, str]) -> None:
 
 
 def test_in_progress_is_refused(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_mod, "spawn_resume", lambda state, mid: None)  # leave it pending
+    monkeypatch.setattr(migrate_mod, "spawn_resume", lambda state, mid: None)  # leave it pending
     rc, out, _ = ferry(env, "migrate", "web-1", "--detach", "--json")
     assert rc == 0
     mid = json.loads(out)["id"]
@@ -141,7 +141,7 @@ def test_detach_spawns_a_resume_that_completes(
             assert kwargs.get("start_new_session") is True
             spawned.append(args)
 
-    monkeypatch.setattr(cli_mod.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(migrate_mod.subprocess, "Popen", FakePopen)
     rc, out, _ = ferry(env, "migrate", "web-1", "--detach")
     assert rc == 0
     mid = out.strip()

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,54 @@ def test_ferry_backend_writes_what_the_stock_backend_reads(db: Database) -> None
     assert t.meta["progress"] == 0.5 and t.meta["nested"] == {"ok": True}
     assert r.state == "FAILURE" and r.failure is not None
     assert r.failure.exception_str == "no room" and r.failure.check(ValueError)
+
+
+def test_transfer_start_is_a_column_of_the_record(db: Database) -> None:
+    clock = iter(range(100, 200))
+    repo = MigrationRepository(db, now=lambda: float(next(clock)))
+    repo.create("m1", Instance("u1", "web-1", "a"), {"instance": "web-1"})
+    assert repo.transfer_started_at("m1") is None and repo.get("m1").transfer_started_at is None
+    repo.mark_transfer_started("m1", {"phase": "transfer", "percent": 0.0})
+    m = repo.get("m1")
+    assert m.status == "running" and m.progress == {"phase": "transfer", "percent": 0.0}
+    assert m.transfer_started_at is not None and m.transfer_started_at == repo.transfer_started_at(
+        "m1"
+    )
+    repo.report_progress("m1", {"phase": "transfer", "percent": 50.0})
+    assert repo.transfer_started_at("m1") == m.transfer_started_at  # progress reports keep it
+
+
+def test_revision_0006_moves_the_progress_key_into_the_column_and_back(db: Database) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ferry.persistence.models import Base
+    from ferry.persistence.schema import alembic_config
+
+    repo = MigrationRepository(db, now=lambda: 500.0)
+    repo.create("started", Instance("u1", "web-1", "a"), {"instance": "web-1"})
+    repo.create("waiting", Instance("u2", "web-2", "a"), {"instance": "web-2"})
+    repo.mark_transfer_started("started", {"phase": "transfer", "percent": 40.0})
+    repo.update("waiting", progress={"phase": "checks"})
+
+    command.downgrade(alembic_config(db), "0005_numa_claims")
+    cols = {c["name"] for c in sa.inspect(db.engine).get_columns("ferry_migrations")}
+    assert "transfer_started_at" not in cols
+    with db.engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT id, progress FROM ferry_migrations")).all())
+    assert json.loads(rows["started"]) == {
+        "phase": "transfer",
+        "percent": 40.0,
+        "transfer_started": True,
+    }
+    assert json.loads(rows["waiting"]) == {"phase": "checks"}
+
+    command.upgrade(alembic_config(db), "heads")
+    started, waiting = repo.get("started"), repo.get("waiting")
+    assert started.transfer_started_at == 500.0
+    assert started.progress == {"phase": "transfer", "percent": 40.0}
+    assert waiting.transfer_started_at is None and waiting.progress == {"phase": "checks"}
+    with db.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert [d for d in diffs if "ferry_migrations" in repr(d)] == []

@@ -1,0 +1,178 @@
+"""What every command module shares: the state the root group passes down, one-line errors and
+exit codes, JSON output, and the options of a migration request. Imports nothing heavy (no
+rich, no API): the root group imports this module for ``ferry --help`` too."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ferry import errors
+from ferry.model import MigrationRequest
+
+if TYPE_CHECKING:
+    from ferry.model import Migration
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class State:
+    def __init__(self, db: str | None, config: str | None, verbose: int) -> None:
+        self.db = db
+        self.config = config
+        self.verbose = verbose
+        self._orch: Any = None
+        self._store: Any = None
+
+    def orchestrator(self, database_url: str | None = None) -> Any:
+        if self._orch is None:
+            from ferry.api import Orchestrator
+
+            self._orch = Orchestrator(database_url or self.db, config=self.config)
+        return self._orch
+
+    def store(self) -> Any:
+        """Read access to runs (ferry.viz.RunStore): the database only, no driver, no hypervisor."""
+        if self._store is None:
+            from ferry.config import load_settings
+            from ferry.persistence.db import default_database_url
+            from ferry.viz.run import RunStore
+
+            url = self.db or load_settings(self.config).database_url or default_database_url()
+            self._store = RunStore.open(url)
+        return self._store
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"ferry: error: {' '.join(message.split())}", err=True)  # one line, never wrapped
+    sys.exit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ferry errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors.ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except errors.FerryError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; the migration can be continued with `ferry resume ID`", 130)
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def migration_json(m: Migration) -> dict[str, Any]:
+    return {
+        **m.headline(),
+        "block_migration": m.block_migration,
+        "attempts": [
+            {"host": a.host, "outcome": a.outcome, "reason": a.reason} for a in m.attempts
+        ],
+        "phases": [
+            {"name": p.name, "state": p.state, "seconds": p.seconds, "error": p.error}
+            for p in m.phases
+        ],
+        "history": [{"status": h.status, "at": h.at, "detail": h.detail} for h in m.history],
+        "progress": m.progress,
+        "transfer_started_at": m.transfer_started_at,
+    }
+
+
+# ------------------------------------------------------------ migration request
+def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a migration request, shared by ``migrate`` and ``submit``; the command
+    takes them as ``**options`` and hands them to :func:`request_from_options`."""
+    options = [
+        click.argument("vm"),
+        click.option(
+            "--to", "destination", metavar="HOST", help="Force the destination (checks still run)."
+        ),
+        click.option(
+            "--block-migrate/--no-block-migrate",
+            "block_migration",
+            default=None,
+            help="Copy local disks too (default: decided by the destination check).",
+        ),
+        click.option(
+            "--max-attempts", type=int, default=None, help="Hosts to try (0 = until they run out)."
+        ),
+        click.option(
+            "--to-group",
+            metavar="NAME",
+            default=None,
+            help="Only hosts of this host group ([scheduler.groups] or the hosts' group label).",
+        ),
+        click.option(
+            "--not-with",
+            metavar="VM[,VM..]",
+            multiple=True,
+            help="Never onto a host where one of these VMs runs or is being migrated to.",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a [migration] setting for this run, e.g. live_migration_downtime=800.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def request_from_options(
+    *,
+    vm: str,
+    destination: str | None,
+    block_migration: bool | None,
+    max_attempts: int | None,
+    to_group: str | None,
+    not_with: tuple[str, ...],
+    overrides: tuple[str, ...],
+) -> MigrationRequest:
+    """The one request the options of :func:`request_options` make (ConfigError for a bad
+    ``--set``); the API validates it."""
+    return MigrationRequest(
+        instance=vm,
+        destination=destination,
+        block_migration=block_migration,
+        max_attempts=max_attempts,
+        overrides=parse_overrides(overrides),
+        to_group=to_group,
+        not_with=vm_list(not_with),
+    )
+
+
+def vm_list(items: tuple[str, ...]) -> list[str]:
+    """``--not-with a,b --not-with c`` -> ["a", "b", "c"]."""
+    return [v.strip() for item in items for v in item.split(",") if v.strip()]
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise errors.ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        value: Any
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
