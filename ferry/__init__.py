@@ -27,7 +27,14 @@ from ferry.errors import (
     TransferFailed,
     UnableToMigrateToSelf,
 )
-from ferry.model import Host, Instance, MigrateData, Migration, MigrationStatus
+from ferry.model import (
+    Host,
+    Instance,
+    MigrateData,
+    Migration,
+    MigrationRequest,
+    MigrationStatus,
+)
 
 if TYPE_CHECKING:
     from ferry.api import MigrationHandle, Orchestrator
@@ -71,6 +78,7 @@ __all__ = [
     "MigrationInProgress",
     "MigrationNotFound",
     "MigrationPreCheckError",
+    "MigrationRequest",
     "MigrationSettings",
     "MigrationStatus",
     "NoValidHost",
