@@ -304,7 +304,7 @@ def test_monitoring_survives_a_dropped_connection(
     driver.start_transfer(inst, data, TransferPolicy(bandwidth_mbps=16))
     seen = driver.transfer_progress(inst, data)
     assert seen.state == "running"
-    driver._conn("lv-a").get().close()  # the socket goes away under the driver
+    driver._lookup.conn("lv-a").get().close()  # the socket goes away under the driver
     progress = run_to_end(env, inst, data)
     assert progress.state == "completed"
     driver.post_live_migration_at_source(inst, data)

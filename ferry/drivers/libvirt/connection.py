@@ -6,7 +6,6 @@ first time a connection is needed, so ``import ferry`` works without libvirt's C
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -223,13 +222,14 @@ class HostConnection:
         return [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
 
     def get(self) -> Any:
+        libvirt = libvirt_module()
         with self._lock:
             if self._conn is not None:
                 try:
                     if self._conn.isAlive() == 1:
                         return self._conn
-                except Exception:
-                    pass
+                except libvirt.libvirtError as exc:
+                    LOG.debug("host %s: connection is dead: %s", self.spec.name, message(exc))
                 self._drop_locked()
             self._conn = self.open_new()
             return self._conn
@@ -242,8 +242,11 @@ class HostConnection:
     def _drop_locked(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
+            libvirt = libvirt_module()
+            try:
                 conn.close()
+            except libvirt.libvirtError as exc:
+                LOG.debug("host %s: closing the connection: %s", self.spec.name, message(exc))
 
     def call(self, fn: Callable[[Any], T]) -> T:
         libvirt = libvirt_module()
