@@ -37,8 +37,9 @@ from ferry.flows import constants as c
 from ferry.flows.live_migration import get_live_migration_flow
 from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus, PhaseState
 from ferry.persistence.db import Database, default_database_url
-from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
+from ferry.persistence.repository import LeaseRepository, MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
+from ferry.scheduler.repository import ClaimRepository
 from ferry.tasks.base import primary_failure
 from ferry.tasks.scheduling import validate_placement
 from ferry.tasks.validate import validate_request
