@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferry.board_url import parse_board_url
 from ferry.errors import ConfigError
 
 CONFIG_ENV = "FERRY_CONFIG"
@@ -198,8 +199,6 @@ class JobBoardSettings:
     password_file: str | None = None
 
     def validate(self, where: str) -> None:
-        from ferry.jobs.url import parse_board_url
-
         if self.url is not None:
             try:
                 parsed = parse_board_url(self.url)
