@@ -58,6 +58,7 @@ from typing import Any
 
 from ferry.board_url import parse_board_url
 from ferry.errors import ConfigError
+from ferry.secrets import SecretRef
 
 CONFIG_ENV = "FERRY_CONFIG"
 DRIVERS = ("simulated", "libvirt", "xenapi")
@@ -198,6 +199,10 @@ class JobBoardSettings:
     password_env: str | None = None
     password_file: str | None = None
 
+    @property
+    def secret(self) -> SecretRef:
+        return SecretRef(self.password_env, self.password_file)
+
     def validate(self, where: str) -> None:
         if self.url is not None:
             try:
@@ -210,26 +215,11 @@ class JobBoardSettings:
                 )
         if not self.namespace or not self.namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{where}: namespace must be letters, digits, '-' or '_'")
-        if self.password_env is not None and self.password_file is not None:
-            raise ConfigError(f"{where}: give password_env or password_file, not both")
+        self.secret.validate(where)
 
     def password(self) -> str | None:
         """The board password from the environment variable or file named in the config."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"[jobboard] password_env names {self.password_env}, which is not set"
-                )
-            return value
-        if self.password_file:
-            try:
-                return Path(self.password_file).expanduser().read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"[jobboard] password_file {self.password_file} cannot be read: {exc.strerror}"
-                ) from None
-        return None
+        return self.secret.read("[jobboard]")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def test_urls() -> None:
 def test_password_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
     s = parse_settings({"jobboard": {"url": "redis://h", "password_env": "FERRY_T_PW"}})
     monkeypatch.delenv("FERRY_T_PW", raising=False)
-    with pytest.raises(ConfigError, match="FERRY_T_PW, which is not set"):
+    with pytest.raises(ConfigError, match="FERRY_T_PW named by password_env is not set"):
         board_url(s.jobboard)
     monkeypatch.setenv("FERRY_T_PW", "hunter2")
     assert board_url(s.jobboard).password == "hunter2"
