@@ -58,10 +58,10 @@ from typing import Any
 
 from ferry.board_url import parse_board_url
 from ferry.errors import ConfigError
+from ferry.plugins import driver_names
 from ferry.secrets import SecretRef
 
 CONFIG_ENV = "FERRY_CONFIG"
-DRIVERS = ("simulated", "libvirt", "xenapi")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
 
 
@@ -379,13 +379,17 @@ def parse_settings(
     if not isinstance(raw_hosts, list):
         raise ConfigError(f"{where}: [[hosts]] must be an array of tables")
     seen: set[str] = set()
+    installed = driver_names() if raw_hosts else []
     for i, h in enumerate(raw_hosts):
         if not isinstance(h, dict) or not isinstance(h.get("name"), str) or not h.get("name"):
             raise ConfigError(f"{where}: hosts[{i}] needs a name")
         name = h["name"]
         driver = h.get("driver")
-        if driver not in DRIVERS:
-            raise ConfigError(f"{where}: host {name!r}: driver must be one of {', '.join(DRIVERS)}")
+        if driver not in installed:
+            raise ConfigError(
+                f"{where}: host {name!r}: driver must be one of {', '.join(installed)} "
+                "(the installed drivers)"
+            )
         if name in seen:
             raise ConfigError(f"{where}: host {name!r} is listed twice")
         seen.add(name)
