@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ferry.board_url import parse_board_url, safe_board_url
 from ferry.cli import cli
 from ferry.config import load_settings, parse_settings
 from ferry.errors import ConfigError, JobBoardUnavailable
 from ferry.jobs.board import board_url, open_board
-from ferry.board_url import parse_board_url, safe_board_url
 
 
 def test_sections_parse(tmp_path: Path) -> None:
