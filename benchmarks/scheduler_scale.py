@@ -64,7 +64,7 @@ from ferry.errors import NoValidHost  # noqa: E402
 from ferry.model import Host, Instance  # noqa: E402
 from ferry.model.numa import GuestRequest, HostNumaState, NumaTopology, Pinning  # noqa: E402
 from ferry.persistence.db import Database  # noqa: E402
-from ferry.persistence.repository import ClaimRepository  # noqa: E402
+from ferry.scheduler.repository import ClaimRepository  # noqa: E402
 from ferry.scheduler.scheduler import HostScheduler  # noqa: E402
 
 TARGET_HOSTS = 10_000

@@ -29,9 +29,10 @@ from ferry.jobs.limits import SlotRepository
 from ferry.jobs.store import JobStore
 from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus
 from ferry.persistence.db import Database, default_database_url
-from ferry.persistence.repository import ClaimRepository, MigrationRepository
+from ferry.persistence.repository import MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
 from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
+from ferry.scheduler.repository import ClaimRepository
 from ferry.tasks.scheduling import refresh_host_states, validate_placement
 from ferry.tasks.validate import validate_request
 

@@ -56,10 +56,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferry.board_url import parse_board_url
 from ferry.errors import ConfigError
+from ferry.plugins import driver_names
+from ferry.secrets import SecretRef
 
 CONFIG_ENV = "FERRY_CONFIG"
-DRIVERS = ("simulated", "libvirt", "xenapi")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
 
 
@@ -197,9 +199,11 @@ class JobBoardSettings:
     password_env: str | None = None
     password_file: str | None = None
 
-    def validate(self, where: str) -> None:
-        from ferry.jobs.url import parse_board_url
+    @property
+    def secret(self) -> SecretRef:
+        return SecretRef(self.password_env, self.password_file)
 
+    def validate(self, where: str) -> None:
         if self.url is not None:
             try:
                 parsed = parse_board_url(self.url)
@@ -211,26 +215,11 @@ class JobBoardSettings:
                 )
         if not self.namespace or not self.namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{where}: namespace must be letters, digits, '-' or '_'")
-        if self.password_env is not None and self.password_file is not None:
-            raise ConfigError(f"{where}: give password_env or password_file, not both")
+        self.secret.validate(where)
 
     def password(self) -> str | None:
         """The board password from the environment variable or file named in the config."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"[jobboard] password_env names {self.password_env}, which is not set"
-                )
-            return value
-        if self.password_file:
-            try:
-                return Path(self.password_file).expanduser().read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"[jobboard] password_file {self.password_file} cannot be read: {exc.strerror}"
-                ) from None
-        return None
+        return self.secret.read("[jobboard]")
 
 
 @dataclass(frozen=True)
@@ -390,13 +379,17 @@ def parse_settings(
     if not isinstance(raw_hosts, list):
         raise ConfigError(f"{where}: [[hosts]] must be an array of tables")
     seen: set[str] = set()
+    installed = driver_names() if raw_hosts else []
     for i, h in enumerate(raw_hosts):
         if not isinstance(h, dict) or not isinstance(h.get("name"), str) or not h.get("name"):
             raise ConfigError(f"{where}: hosts[{i}] needs a name")
         name = h["name"]
         driver = h.get("driver")
-        if driver not in DRIVERS:
-            raise ConfigError(f"{where}: host {name!r}: driver must be one of {', '.join(DRIVERS)}")
+        if driver not in installed:
+            raise ConfigError(
+                f"{where}: host {name!r}: driver must be one of {', '.join(installed)} "
+                "(the installed drivers)"
+            )
         if name in seen:
             raise ConfigError(f"{where}: host {name!r} is listed twice")
         seen.add(name)

@@ -18,7 +18,8 @@ from ferry.drivers.base import Driver
 from ferry.drivers.registry import DriverRegistry
 from ferry.errors import MigrationCancelled
 from ferry.persistence.db import Database
-from ferry.persistence.repository import ClaimRepository, MigrationRepository
+from ferry.persistence.repository import MigrationRepository
+from ferry.scheduler.repository import ClaimRepository
 
 LOG = logging.getLogger(__name__)
 

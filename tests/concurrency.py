@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from ferry.model import Host, Instance
 from ferry.persistence.db import Database
-from ferry.persistence.repository import ClaimRepository
+from ferry.scheduler.repository import ClaimRepository
 
 T = TypeVar("T")
 

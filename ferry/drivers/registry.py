@@ -1,18 +1,41 @@
-"""Host name -> driver, built from the config (tests pass their own drivers)."""
+"""Host name -> driver, built from the config (tests pass their own drivers).
+
+Drivers are found by name among the installed ``ferry.drivers`` entry points
+(:mod:`ferry.plugins`): a third-party driver registers by being installed. Each entry point is a
+:class:`DriverFactory`.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from ferry.config import HostConfig, Settings
 from ferry.drivers.base import Driver
 from ferry.errors import ConfigError, HostNotFound, InstanceNotFound
 from ferry.model import Host, Instance
 from ferry.persistence.db import Database
+from ferry.plugins import driver_entry_points
 
 LOG = logging.getLogger(__name__)
+
+#: the driver used when no hosts are configured (the simulated demo cluster)
+DEFAULT_DRIVER = "simulated"
+
+
+class DriverFactory(Protocol):
+    """Builds the driver serving ``configs`` (all ``[[hosts]]`` entries naming it; empty for the
+    default driver) from them and the settings; ``db`` is ferry's database, for a driver that
+    keeps state there. A driver class exposes it as a classmethod (the entry point then names
+    ``package.module:DriverClass.from_settings``) or its package as a function.
+
+    :raises ConfigError: invalid host entries, or a library the driver needs is missing (the
+        message names the extra to install)."""
+
+    def __call__(
+        self, configs: Sequence[HostConfig], settings: Settings, db: Database
+    ) -> Driver: ...
 
 
 class DriverRegistry:
@@ -78,39 +101,35 @@ class DriverRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database) -> DriverRegistry:
-        """Build the drivers the settings name. The simulated cluster is used when no real
-        hosts are configured; real drivers import their extras only here."""
-        drivers: list[Driver] = []
-        real = [h for h in settings.hosts if h.driver != "simulated"]
+        """Build the drivers the settings' hosts name, each through its installed factory
+        (:mod:`ferry.plugins`; a driver's extras are imported only then). The simulated cluster
+        is used when no hosts are configured; it comes after the other drivers."""
         by_driver: dict[str, list[HostConfig]] = {}
-        for h in real:
+        for h in settings.hosts:
             by_driver.setdefault(h.driver, []).append(h)
-        for name, configs in sorted(by_driver.items()):
-            drivers.append(_real_driver(name, configs, settings))
-        if not real or any(h.driver == "simulated" for h in settings.hosts):
-            from ferry.drivers.simulated import SimulatedDriver
-
-            drivers.append(
-                SimulatedDriver(
-                    db, cluster_file=settings.simulated.cluster, speed=settings.simulated.speed
-                )
-            )
-        return cls(drivers)
+        if not settings.hosts:
+            by_driver[DEFAULT_DRIVER] = []
+        names = sorted(by_driver, key=lambda n: (n == DEFAULT_DRIVER, n))
+        return cls(load_factory(n, by_driver[n])(by_driver[n], settings, db) for n in names)
 
 
-def _real_driver(name: str, configs: list[HostConfig], settings: Settings) -> Driver:
-    """The driver serving ``configs`` (all of one kind); its library is imported only now and a
-    missing one is a ConfigError naming the extra to install."""
-    if name == "libvirt":
-        from ferry.drivers.libvirt import LibvirtDriver
+def load_factory(name: str, configs: Sequence[HostConfig] = ()) -> DriverFactory:
+    """The installed factory of the driver ``name``.
 
-        return LibvirtDriver.from_host_configs(configs)
-    if name == "xenapi":
-        from ferry.drivers.xenapi import XenAPIDriver
-
-        # relative password_file / ca_file paths are relative to the config file
-        base_dir = Path(settings.path).parent if settings.path else None
-        return XenAPIDriver.from_host_configs(configs, base_dir=base_dir)
-    raise ConfigError(
-        f"host {configs[0].name!r}: the {name} driver is not part of this ferry release yet"
-    )
+    :raises ConfigError: no installed driver has that name (the message lists those that are
+        installed), or its module cannot be imported."""
+    where = f"host {configs[0].name!r}: " if configs else ""
+    installed = driver_entry_points()
+    ep = installed.get(name)
+    if ep is None:
+        raise ConfigError(
+            f"{where}no driver named {name!r} is installed; installed: "
+            f"{', '.join(sorted(installed)) or 'none (is ferry itself installed?)'}"
+        )
+    try:
+        factory: DriverFactory = ep.load()
+    except ImportError as exc:
+        raise ConfigError(
+            f"{where}the {name} driver ({ep.value}) cannot be imported: {exc}"
+        ) from None
+    return factory

@@ -42,7 +42,10 @@ def get_live_migration_flow() -> linear_flow.Flow:
         CheckDestination(c.CHECK_DESTINATION, provides=c.DEST_CHECK),
         CheckSource(c.CHECK_SOURCE, provides=c.MIGRATE_DATA),
     )
-    finish = linear_flow.Flow(c.FINISH, retry=RollForward(name=c.ROLL_FORWARD, provides=c.ATTEMPT))
+    roll_forward = RollForward(
+        name=c.ROLL_FORWARD, provides=c.ATTEMPT, steps=c.POST_SWITCHOVER_ATOMS
+    )
+    finish = linear_flow.Flow(c.FINISH, retry=roll_forward)
     finish.add(
         PostAtSource(c.POST_AT_SOURCE),
         PostAtDestination(c.POST_AT_DESTINATION),

@@ -2,7 +2,7 @@
 conductors that take over each other's runs (``ferry submit``, ``ferry conductor``, ``ferry
 jobs``).
 
-* :mod:`ferry.jobs.url` -- board URLs, parsed and masked;
+* :mod:`ferry.jobs.url` -- TaskFlow's board configuration for a board URL (:mod:`ferry.board_url`);
 * :mod:`ferry.jobs.board` -- TaskFlow's boards with expiring claims, a claim filter, FIFO order;
 * :mod:`ferry.jobs.store` -- posting jobs and listing the board (:class:`JobStore`);
 * :mod:`ferry.jobs.conductor` -- the conductor (:class:`Conductor`);
@@ -10,7 +10,7 @@ jobs``).
 * :mod:`ferry.jobs.limits` -- the concurrency limits' slots;
 * :mod:`ferry.jobs.tables` -- their tables.
 
-Attributes are imported on first use: reading the configuration imports only the URL parser.
+Attributes are imported on first use.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ _EXPORTS = {
     "JobStore": "ferry.jobs.store",
     "SlotRepository": "ferry.jobs.limits",
     "open_board": "ferry.jobs.board",
-    "parse_board_url": "ferry.jobs.url",
-    "safe_board_url": "ferry.jobs.url",
+    "parse_board_url": "ferry.board_url",
+    "safe_board_url": "ferry.board_url",
 }
 
 

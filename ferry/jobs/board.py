@@ -21,10 +21,11 @@ from typing import Any
 from taskflow import exceptions as tf_exc
 from taskflow.jobs import base as jobs_base
 
+from ferry.board_url import BoardURL, parse_board_url
 from ferry.config import JobBoardSettings
 from ferry.errors import ConfigError, JobBoardUnavailable
 
-from .url import BoardURL, board_conf, parse_board_url
+from .url import board_conf
 
 LOG = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ destination: nothing before the switchover is ever reverted from here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from taskflow import retry
 
 from ferry.config import MigrationSettings
 from ferry.context import Context
-from ferry.flows import constants as c
 from ferry.model import MigrationStatus
 from ferry.tasks.base import LOG, FerryTask, describe, instance_of, migrate_data_of
 
@@ -33,7 +33,14 @@ class RollForward(retry.Retry):
 
     Revert: (retries exhausted) record ``error`` with the failed steps as leftovers, release the
     destination claim (the instance now counts as usage there) and the instance lock.
+
+    ``steps``: the names of the subflow's atoms (the flow names them; failures of other atoms
+    are not this subflow's leftovers).
     """
+
+    def __init__(self, *, steps: Iterable[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.steps = frozenset(steps)
 
     def execute(
         self, history: Any, context: Context, migration_id: str, settings: dict[str, Any]
@@ -70,7 +77,7 @@ class RollForward(retry.Retry):
             steps = [
                 f"{name}: {describe(f)}"
                 for name, f in sorted(failures.items())
-                if name in c.POST_SWITCHOVER_ATOMS
+                if name in self.steps
             ]
             for step in steps:
                 context.migrations.add_leftover(migration_id, step)

@@ -275,7 +275,7 @@ def test_post_steps_are_idempotent_and_complete(
 
 def test_roll_forward_retry(orch: Orchestrator, run: dict[str, Any]) -> None:
     settings = dict(run["settings"], post_retries=2)
-    rf = RollForward(name=c.ROLL_FORWARD)
+    rf = RollForward(name=c.ROLL_FORWARD, steps=c.POST_SWITCHOVER_ATOMS)
     failures = {
         c.POST_AT_SOURCE: fail(RuntimeError("cannot undefine")),
         c.CHECK_DESTINATION: fail(RuntimeError("stale, from before the switchover")),

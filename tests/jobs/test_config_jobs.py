@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ferry.board_url import parse_board_url, safe_board_url
 from ferry.cli import cli
 from ferry.config import load_settings, parse_settings
 from ferry.errors import ConfigError, JobBoardUnavailable
 from ferry.jobs.board import board_url, open_board
-from ferry.jobs.url import parse_board_url, safe_board_url
 
 
 def test_sections_parse(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_urls() -> None:
 def test_password_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
     s = parse_settings({"jobboard": {"url": "redis://h", "password_env": "FERRY_T_PW"}})
     monkeypatch.delenv("FERRY_T_PW", raising=False)
-    with pytest.raises(ConfigError, match="FERRY_T_PW, which is not set"):
+    with pytest.raises(ConfigError, match="FERRY_T_PW named by password_env is not set"):
         board_url(s.jobboard)
     monkeypatch.setenv("FERRY_T_PW", "hunter2")
     assert board_url(s.jobboard).password == "hunter2"

@@ -26,7 +26,7 @@ from ferry import NoValidHost, Orchestrator
 from ferry.model import Host, Instance
 from ferry.model.numa import HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
-from ferry.persistence.repository import ClaimRepository
+from ferry.scheduler.repository import ClaimRepository
 from tests.concurrency import race
 from tests.scheduler.helpers import (
     assert_cache_matches_drivers,

@@ -30,7 +30,7 @@ from ferry.model import Host, Instance
 from ferry.model.numa import GuestRequest, HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
 from ferry.persistence.models import PcpuClaimRow
-from ferry.persistence.repository import ClaimRepository
+from ferry.scheduler.repository import ClaimRepository
 
 PC = cast(sa.Table, PcpuClaimRow.__table__)
 

@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from ferry.errors import ConfigError, MigrationInProgress
 from ferry.model import Host, Instance, MigrationStatus
 from ferry.persistence.db import Database, safe_url
-from ferry.persistence.repository import ClaimRepository, LeaseRepository, MigrationRepository
+from ferry.persistence.repository import LeaseRepository, MigrationRepository
+from ferry.scheduler.repository import ClaimRepository
 from tests.concurrency import assert_twenty_claims_for_room_of_ten
 
 

@@ -12,10 +12,10 @@ from ferry.errors import NoValidHost
 from ferry.model import Host, Instance
 from ferry.model.numa import HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
-from ferry.persistence.repository import ClaimRepository
 from ferry.scheduler import HostCandidate, select_destination
 from ferry.scheduler.filters import FILTERS, Weighers, in_group, not_with, reasons_of
 from ferry.scheduler.numa import NO_TOPOLOGY
+from ferry.scheduler.repository import ClaimRepository
 from ferry.scheduler.scheduler import HostScheduler
 
 

@@ -7,15 +7,14 @@ first time a connection is needed, so ``import ferry`` works without libvirt's C
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ferry.errors import ConfigError
+from ferry.secrets import SecretRef
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,8 +136,7 @@ class HostSpec:
         reserved = options.get("reserved_host_memory_mb", 512)
         if isinstance(reserved, bool) or not isinstance(reserved, int) or reserved < 0:
             raise ConfigError(f"{where}: reserved_host_memory_mb must be an integer >= 0")
-        if "password_env" in options and "password_file" in options:
-            raise ConfigError(f"{where}: give password_env or password_file, not both")
+        SecretRef(options.get("password_env"), options.get("password_file")).validate(where)
         enabled = options.get("enabled", True)
         if not isinstance(enabled, bool):
             raise ConfigError(f"{where}: enabled must be true or false")
@@ -160,22 +158,7 @@ class HostSpec:
 
     def password(self) -> str | None:
         """The SASL password, read when a connection opens (never stored by ferry)."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"host {self.name!r}: environment variable {self.password_env} is not set"
-                )
-            return value
-        if self.password_file:
-            try:
-                return Path(self.password_file).expanduser().read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"host {self.name!r}: cannot read password_file {self.password_file}: "
-                    f"{exc.strerror}"
-                ) from None
-        return None
+        return SecretRef(self.password_env, self.password_file).read(f"host {self.name!r}")
 
 
 class Unreachable(Exception):

@@ -22,7 +22,6 @@ environment variable or the file each time the driver logs in, and kept in proce
 from __future__ import annotations
 
 import ipaddress
-import os
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 from ferry.config import HostConfig
 from ferry.errors import ConfigError
+from ferry.secrets import SecretRef
 
 #: the keys an ``[[hosts]]`` entry of the xenapi driver may carry (besides name and driver)
 OPTION_KEYS = frozenset(
@@ -62,11 +62,13 @@ class PoolConfig:
     timeout: float = DEFAULT_TIMEOUT_S
 
     @property
+    def secret(self) -> SecretRef:
+        return SecretRef(self.password_env, self.password_file)
+
+    @property
     def password_source(self) -> str:
         """Where the password is read from, for messages (never the password)."""
-        if self.password_env is not None:
-            return f"environment variable {self.password_env} (password_env)"
-        return f"file {self.password_file} (password_file)"
+        return self.secret.describe()
 
     def read_password(self) -> str:
         """The password, read now from the environment or the file (its first line).
@@ -74,31 +76,8 @@ class PoolConfig:
         :raises ConfigError: the variable is unset or empty, the file is missing, unreadable or
             empty. The message names where the password should be, never its value.
         """
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if not value:
-                raise ConfigError(
-                    f"xenapi pool {self.url}: the environment variable {self.password_env} "
-                    "named by password_env is not set or empty"
-                )
-            return value
-        assert self.password_file is not None
-        path = Path(self.password_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(
-                f"xenapi pool {self.url}: password_file {path} does not exist"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(
-                f"xenapi pool {self.url}: password_file {path} cannot be read: {why}"
-            ) from None
-        lines = text.splitlines()
-        value = lines[0].strip() if lines else ""
-        if not value:
-            raise ConfigError(f"xenapi pool {self.url}: password_file {path} is empty")
+        value = self.secret.read(f"xenapi pool {self.url}")
+        assert value is not None  # parse_hosts requires one of the two
         return value
 
 
@@ -172,11 +151,7 @@ def _parse_one(cfg: HostConfig, base_dir: Path | None) -> tuple[PoolConfig, str]
     timeout = opts.get("timeout", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ConfigError(f"{where}: timeout must be a number of seconds > 0, not {timeout!r}")
-    if (password_env is None) == (password_file is None):
-        raise ConfigError(
-            f"{where}: set exactly one of password_env (an environment variable) or "
-            "password_file (a file holding the password)"
-        )
+    SecretRef(password_env, password_file).validate(where, required=True)
     assert url is not None and username is not None
     url = _check_url(url, verify, where)
     if ca_file is not None and not verify:
