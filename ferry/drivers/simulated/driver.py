@@ -92,7 +92,9 @@ class SimulatedDriver(Driver):
             return False
         spec = load_cluster(self.cluster_file)
         with self.db.connect() as conn:
-            won = seeding.seed_once(conn, spec, self.clock.now_in(conn))
+            won = seeding.claim(conn, spec)
+            if won:
+                seeding.seed(conn, spec, self.clock.now_in(conn))
         if won:
             log.info("seeded the simulated cluster %r from %s", spec.name, spec.path)
         return won
@@ -114,7 +116,8 @@ class SimulatedDriver(Driver):
                 path = Path(meta.cluster_file)
         spec = load_cluster(path)
         with self.db.connect() as conn:
-            seeding.reseed(conn, spec, self.clock.now_in(conn))
+            seeding.replace(conn, spec)
+            seeding.seed(conn, spec, self.clock.now_in(conn))
         with self._lock:
             self._ready = True
 

@@ -25,21 +25,17 @@ def meta(conn: sa.Connection) -> Row | None:
     return conn.execute(sa.select(META)).first()
 
 
-def seed_once(conn: sa.Connection, spec: ClusterSpec, now: float) -> bool:
-    """Seed ``spec`` unless another process did already (the meta row's primary key picks
-    the winner); returns whether this call seeded."""
-    won = insert_ignore(conn, META, [meta_values(spec)]) == 1
-    if won:
-        seed(conn, spec, now)
-    return won
+def claim(conn: sa.Connection, spec: ClusterSpec) -> bool:
+    """Write the meta row of ``spec`` unless another process did already (its primary key
+    picks the winner); returns whether this call won (and is to :func:`seed`)."""
+    return insert_ignore(conn, META, [meta_values(spec)]) == 1
 
 
-def reseed(conn: sa.Connection, spec: ClusterSpec, now: float) -> None:
-    """Wipe every table of the cluster and seed ``spec``."""
+def replace(conn: sa.Connection, spec: ClusterSpec) -> None:
+    """Wipe every table of the cluster and write the meta row of ``spec`` (to :func:`seed`)."""
     for table in CLUSTER_TABLES:
         conn.execute(table.delete())
     conn.execute(META.insert().values(**meta_values(spec)))
-    seed(conn, spec, now)
 
 
 def info(conn: sa.Connection) -> dict[str, Any]:
