@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from ferry.drivers.base import TransferPolicy
 from ferry.drivers.simulated import SimClock, SimulatedDriver
-from ferry.drivers.simulated.driver import NO_SHARED_STORAGE_REASON
+from ferry.drivers.simulated.checks import NO_SHARED_STORAGE_REASON
 from ferry.errors import (
     ConfigError,
     DriverError,

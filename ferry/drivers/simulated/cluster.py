@@ -46,9 +46,7 @@ reference, over-full host) raises :class:`~ferry.errors.ConfigError` with one li
 
 from __future__ import annotations
 
-import math
 import tomllib
-import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +55,8 @@ from typing import Any
 from ferry.errors import ConfigError
 from ferry.model import PowerState
 from ferry.model.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
+
+from . import cluster_fields as kinds
 
 #: the cluster shipped with ferry (used when no cluster file is configured)
 DEMO_CLUSTER = Path(__file__).with_name("demo_cluster.toml")
@@ -98,9 +98,14 @@ class HostSpec:
     def topology(self) -> NumaTopology | None:
         if self.numa_cells is None:
             return None
-        return NumaTopology(
-            tuple(NumaCell(c["id"], frozenset(c["cpus"]), c["memory_mb"]) for c in self.numa_cells)
-        )
+        return topology_of(self.numa_cells)
+
+
+def topology_of(cells: Sequence[dict[str, Any]]) -> NumaTopology:
+    """The NUMA topology of ``[{"id", "cpus", "memory_mb"}]`` cells (a host's ``numa_cells``)."""
+    return NumaTopology(
+        tuple(NumaCell(c["id"], frozenset(c["cpus"]), c["memory_mb"]) for c in cells)
+    )
 
 
 @dataclass(frozen=True)
@@ -139,161 +144,50 @@ class ClusterSpec:
     faults: list[FaultSpec]
 
 
-# --------------------------------------------------------------------- field kinds
-class _Invalid(Exception):
-    """Internal: one field's problem, turned into a ConfigError with file and place."""
-
-
-def _int(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"must be an integer, not {_show(value)}")
-        if value < minimum:
-            raise _Invalid(f"must be >= {minimum}, not {value}")
-        return value
-
-    return check
-
-
-def _number(
-    minimum: float, *, strict: bool = False, below: float | None = None
-) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(f"must be a number, not {_show(value)}")
-        number = float(value)
-        if not math.isfinite(number):
-            raise _Invalid(f"must be a finite number, not {value}")
-        if number < minimum or (strict and number == minimum):
-            raise _Invalid(f"must be {'>' if strict else '>='} {minimum:g}, not {value}")
-        if below is not None and number >= below:
-            raise _Invalid(f"must be < {below:g}, not {value}")
-        return number
-
-    return check
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"must be a non-empty string, not {_show(value)}")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a string, not {_show(value)}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, not {_show(value)}")
-    return value
-
-
-def _labels(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise _Invalid("must be a table of strings")
-    return dict(value)
-
-
-def _numa_cells(value: Any) -> int | list[dict[str, Any]]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise _Invalid(f"must be >= 1, not {value}")
-        return value
-    if not isinstance(value, list) or not value:
-        raise _Invalid("must be a number of cells or an array of { cpus, memory_mb } tables")
-    cells = []
-    for k, cell in enumerate(value):
-        if not isinstance(cell, dict) or set(cell) != {"cpus", "memory_mb"}:
-            raise _Invalid(f"cell {k} must be a table with exactly cpus and memory_mb")
-        cpus = _pcpus(cell["cpus"])
-        cells.append({"id": k, "cpus": cpus, "memory_mb": _int(0)(cell["memory_mb"])})
-    return cells
-
-
-def _pcpus(value: Any) -> list[int]:
-    if not isinstance(value, list) or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value
-    ):
-        raise _Invalid("must be an array of pCPU ids (integers >= 0)")
-    if len(set(value)) != len(value):
-        raise _Invalid("lists a pCPU twice")
-    return list(value)
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in options:
-            raise _Invalid(f"must be one of {', '.join(options)}, not {_show(value)}")
-        return str(value)
-
-    return check
-
-
-def _uuid(value: Any) -> str:
-    text = _str(value)
-    try:
-        return str(uuidlib.UUID(text))
-    except ValueError:
-        raise _Invalid(f"is not a UUID: {text!r}") from None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
-
-
-_REQUIRED = object()
-
-_HOST_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "name": (_str, _REQUIRED),
-    "hypervisor_type": (_str, _REQUIRED),
-    "hypervisor_version": (_int(0), _REQUIRED),
-    "vcpus": (_int(1), _REQUIRED),
-    "memory_mb": (_int(1), _REQUIRED),
-    "disk_gb": (_int(0), _REQUIRED),
-    "bandwidth_mbps": (_number(0, strict=True), _REQUIRED),
-    "up": (_bool, True),
-    "enabled": (_bool, True),
-    "storage_group": (_str, None),
-    "labels": (_labels, {}),
-    "numa_cells": (_numa_cells, None),
+_HOST_FIELDS: kinds.Fields = {
+    "name": (kinds.string, kinds.REQUIRED),
+    "hypervisor_type": (kinds.string, kinds.REQUIRED),
+    "hypervisor_version": (kinds.integer(0), kinds.REQUIRED),
+    "vcpus": (kinds.integer(1), kinds.REQUIRED),
+    "memory_mb": (kinds.integer(1), kinds.REQUIRED),
+    "disk_gb": (kinds.integer(0), kinds.REQUIRED),
+    "bandwidth_mbps": (kinds.number(0, strict=True), kinds.REQUIRED),
+    "up": (kinds.boolean, True),
+    "enabled": (kinds.boolean, True),
+    "storage_group": (kinds.string, None),
+    "labels": (kinds.labels, {}),
+    "numa_cells": (kinds.numa_cells, None),
 }
-_INSTANCE_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "uuid": (_uuid, _REQUIRED),
-    "name": (_str, _REQUIRED),
-    "host": (_str, _REQUIRED),
-    "power_state": (_choice(tuple(s.value for s in PowerState)), PowerState.RUNNING.value),
-    "vcpus": (_int(1), _REQUIRED),
-    "memory_mb": (_int(1), _REQUIRED),
-    "disk_gb": (_int(0), 0),
-    "dirty_rate_mbps": (_number(0), 0.0),
+_INSTANCE_FIELDS: kinds.Fields = {
+    "uuid": (kinds.uuid_text, kinds.REQUIRED),
+    "name": (kinds.string, kinds.REQUIRED),
+    "host": (kinds.string, kinds.REQUIRED),
+    "power_state": (kinds.choice(tuple(s.value for s in PowerState)), PowerState.RUNNING.value),
+    "vcpus": (kinds.integer(1), kinds.REQUIRED),
+    "memory_mb": (kinds.integer(1), kinds.REQUIRED),
+    "disk_gb": (kinds.integer(0), 0),
+    "dirty_rate_mbps": (kinds.number(0), 0.0),
     "volumes": (list, []),
     "vifs": (list, []),
-    "cpu_policy": (_choice(("shared", "dedicated")), None),
-    "pinning": (_pcpus, None),
+    "cpu_policy": (kinds.choice(("shared", "dedicated")), None),
+    "pinning": (kinds.pcpus, None),
 }
-_VOLUME_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "id": (_str, _REQUIRED),
-    "size_gb": (_int(0), 1),
-    "shared": (_bool, True),
+_VOLUME_FIELDS: kinds.Fields = {
+    "id": (kinds.string, kinds.REQUIRED),
+    "size_gb": (kinds.integer(0), 1),
+    "shared": (kinds.boolean, True),
 }
-_VIF_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "id": (_str, _REQUIRED),
-    "network": (_str, _REQUIRED),
-    "mac": (_text, ""),
+_VIF_FIELDS: kinds.Fields = {
+    "id": (kinds.string, kinds.REQUIRED),
+    "network": (kinds.string, kinds.REQUIRED),
+    "mac": (kinds.text, ""),
 }
-_FAULT_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "host": (_str, _REQUIRED),
-    "phase": (_choice(PHASES), _REQUIRED),
-    "times": (_int(0), 0),
-    "at": (_number(0, below=1), None),
-    "message": (_str, None),
+_FAULT_FIELDS: kinds.Fields = {
+    "host": (kinds.string, kinds.REQUIRED),
+    "phase": (kinds.choice(PHASES), kinds.REQUIRED),
+    "times": (kinds.integer(0), 0),
+    "at": (kinds.number(0, below=1), None),
+    "message": (kinds.string, None),
 }
 _TOP_LEVEL = ("name", "hosts", "instances", "faults")
 
@@ -332,11 +226,11 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
             raise fail("", f"unknown top-level key {key!r} (expected {', '.join(_TOP_LEVEL)})")
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
-        raise fail("name", f"must be a non-empty string, not {_show(name)}")
+        raise fail("name", f"must be a non-empty string, not {kinds.show(name)}")
 
     hosts = []
-    for table, where in _tables(data, "hosts", fail):
-        values = _record(table, _HOST_FIELDS, where, fail)
+    for table, where in kinds.tables(data, "hosts", fail):
+        values = kinds.record(table, _HOST_FIELDS, where, fail)
         values["numa_cells"] = _resolve_cells(values, f"{where}.numa_cells", fail)
         hosts.append(HostSpec(**values))
     if not hosts:
@@ -349,10 +243,10 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
             numa[h.name] = HostNumaState(topology)
 
     instances: list[InstanceSpec] = []
-    for table, where in _tables(data, "instances", fail):
-        values = _record(table, _INSTANCE_FIELDS, where, fail)
+    for table, where in kinds.tables(data, "instances", fail):
+        values = kinds.record(table, _INSTANCE_FIELDS, where, fail)
         for key, fields in (("volumes", _VOLUME_FIELDS), ("vifs", _VIF_FIELDS)):
-            values[key] = _sub_records(values[key], fields, f"{where}.{key}", fail)
+            values[key] = kinds.sub_records(values[key], fields, f"{where}.{key}", fail)
         if values["host"] not in by_host:
             raise fail(f"{where}.host", f"unknown host {values['host']!r}")
         pinned = values.pop("pinning")
@@ -384,8 +278,8 @@ def parse_cluster(data: dict[str, Any], source: str) -> ClusterSpec:
                 )
 
     faults: list[FaultSpec] = []
-    for table, where in _tables(data, "faults", fail):
-        values = _record(table, _FAULT_FIELDS, where, fail)
+    for table, where in kinds.tables(data, "faults", fail):
+        values = kinds.record(table, _FAULT_FIELDS, where, fail)
         if values["host"] not in by_host:
             raise fail(f"{where}.host", f"unknown host {values['host']!r}")
         if values["at"] is not None and values["phase"] != "transfer":
@@ -449,66 +343,6 @@ def _place_pinned(
     if cell.free_mb < inst["memory_mb"]:
         raise fail(f"{where}.pinning", f"cell {cell.cell} has only {cell.free_mb} MiB free")
     return Pinning(cell.cell, tuple(pinned), inst["memory_mb"])
-
-
-def _tables(
-    data: dict[str, Any], key: str, fail: Callable[[str, str], ConfigError]
-) -> list[tuple[dict[str, Any], str]]:
-    value = data.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        raise fail(key, f"must be an array of tables ([[{key}]])")
-    return [
-        (t, f"{key}[{i}]" + (f" ({t['name']!r})" if isinstance(t.get("name"), str) else ""))
-        for i, t in enumerate(value)
-    ]
-
-
-def _record(
-    table: dict[str, Any],
-    fields: dict[str, tuple[Callable[[Any], Any], Any]],
-    where: str,
-    fail: Callable[[str, str], ConfigError],
-) -> dict[str, Any]:
-    for key in table:
-        if key not in fields:
-            raise fail(where, f"unknown key {key!r} (expected {', '.join(fields)})")
-    values: dict[str, Any] = {}
-    for key, (check, default) in fields.items():
-        if key not in table:
-            if default is _REQUIRED:
-                raise fail(where, f"missing required key {key!r}")
-            values[key] = default.copy() if isinstance(default, dict | list) else default
-            continue
-        raw = table[key]
-        if check is list:
-            if not isinstance(raw, list):
-                raise fail(f"{where}.{key}", f"must be an array, not {_show(raw)}")
-            values[key] = list(raw)
-            continue
-        try:
-            values[key] = check(raw)
-        except _Invalid as exc:
-            raise fail(f"{where}.{key}", str(exc)) from None
-    return values
-
-
-def _sub_records(
-    items: list[Any],
-    fields: dict[str, tuple[Callable[[Any], Any], Any]],
-    where: str,
-    fail: Callable[[str, str], ConfigError],
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    ids: set[str] = set()
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise fail(f"{where}[{i}]", f"must be a table, not {_show(item)}")
-        record = _record(item, fields, f"{where}[{i}]", fail)
-        if record["id"] in ids:
-            raise fail(f"{where}[{i}]", f"duplicate id {record['id']!r}")
-        ids.add(record["id"])
-        out.append(record)
-    return out
 
 
 def _unique(

@@ -5,12 +5,12 @@
   later, no block migration, ``VM.assert_can_boot_here`` checks the host. Otherwise block
   migration (across pools, or a host-local disk within the pool): the destination's management
   network (``PIF.get_all_records_where``), ``host.migrate_receive`` for the migrate-send data
-  and the pool's default SR for the disks.
+  and the pool's default SR for the disks (:mod:`.checks`, :mod:`.sendargs`).
 * **Source check** -- ``VM.assert_can_migrate`` with every non-CD VDI mapped to an SR and,
   across pools, every VIF mapped to a network.
 * **pre_live_migration** -- on the destination pool: the VM's volume SRs connected
   (:mod:`.storage`) and, across pools, a network for every VIF (:mod:`.networks`). Rollback
-  undoes exactly that.
+  undoes exactly that (:mod:`.prepost`, as are the post steps).
 * **Transfer** -- ``Async.VM.migrate_send`` or ``Async.VM.pool_migrate``, the task tagged so that
   a restarted ferry finds it (:mod:`.tasks`); progress is the task's; abort is ``task.cancel``.
 * **Post** -- at the source (only after the switchover): the volume SRs and interim networks the
@@ -19,15 +19,14 @@
 Secrets -- the password and every session ref, ours and the one in the migrate-send data
 (:mod:`.receive`) -- stay in process memory; ``driver_data`` holds uuids, names and a token, and
 every message passes a redactor. XAPI problems become ferry's typed errors at this edge
-(``raise ... from None``: no chained XAPI exception reaches TaskFlow's persisted failures).
+(:mod:`.guards`; ``raise ... from None``: no chained XAPI exception reaches TaskFlow's
+persisted failures).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,16 @@ from ferry.config import HostConfig
 from ferry.drivers.base import Driver, InstanceLocation, TransferPolicy
 from ferry.errors import (
     DriverError,
-    FerryError,
     InstanceNotFound,
     MigrationPreCheckError,
     TransferFailed,
 )
 from ferry.model import Host, Instance, MigrateData, TransferProgress
 
-from . import inventory, networks, storage
+from . import checks, inventory, prepost, sendargs
 from .config import XenHost, parse_hosts
 from .faults import Redactor
+from .guards import failing, precheck
 from .lookup import Lookup
 from .receive import ReceiveStore
 from .records import (
@@ -55,23 +54,15 @@ from .records import (
     XAPI_PROBLEMS,
     Refused,
     Task,
-    Vm,
     epoch,
     looks_like_uuid,
     pick,
     power_state,
 )
 from .session import PoolSession, load_sdk
-from .tasks import TaskBook, token_of
+from .tasks import TaskBook
 
 LOG = logging.getLogger("ferry.drivers.xenapi")
-
-#: Nova's message (InvalidSharedStorage) for a live migration without block migration or
-#: shared storage of an instance with a local disk
-NO_SHARED_STORAGE_REASON = (
-    "live migration can not be used without shared storage except a booted from volume VM "
-    "which does not have a local disk"
-)
 
 
 class XenAPIDriver(Driver):
@@ -179,7 +170,7 @@ class XenAPIDriver(Driver):
         :raises InstanceNotFound: no pool has the VM.
         :raises DriverError: a pool cannot be asked (ferry cannot tell where the VM is).
         """
-        with self._failing("xenapi", "locate"):
+        with failing(self._redact, "xenapi", "locate"):
             copies = self._lookup.vm_copies(instance_uuid)
             vm = pick(copies)
             if vm is None:
@@ -201,7 +192,8 @@ class XenAPIDriver(Driver):
         """Same pool with every disk on a shared SR (or a volume) -> no block migration
         (``pool_migrate``), checked with ``VM.assert_can_boot_here``; otherwise block
         migration: management network, ``host.migrate_receive`` (its data kept in memory only),
-        the pool's default SR. ``block_migration=None`` decides as described.
+        the pool's default SR (:func:`.checks.check_destination`). ``block_migration=None``
+        decides as described.
 
         :raises MigrationPreCheckError: (host = ``destination``) with the reason: an unknown or
             disabled host, a host short of memory (HOST_NOT_ENOUGH_FREE_MEMORY from
@@ -213,48 +205,9 @@ class XenAPIDriver(Driver):
         phase = "check_destination"
         if destination not in self._lookup.hosts:
             raise MigrationPreCheckError(destination, "not a host of the xenapi driver", phase)
-        dest = self._lookup.hosts[destination]
-        with self._precheck(destination, phase):
-            vm = self._lookup.require_vm(instance.uuid)
-            source = self._lookup.where(vm)
-            if source is None:
-                raise Refused(f"the instance is {vm.power}; it must be running or paused")
-            if source == destination:
-                raise Refused("the instance already runs on this host")
-            dpool = self._lookup.pools[dest.pool.url]
-            dest_ref = self._lookup.host_ref(dpool, dest)
-            dest_rec = dpool.call("host.get_record", dest_ref)
-            if not dest_rec.get("enabled", True):
-                raise Refused("host is disabled")
-            source_uuid = vm.pool.call("host.get_uuid", vm.resident_on)
-            hosts = dpool.call("host.get_all_records").values()
-            same_pool = any(r.get("uuid") == source_uuid for r in hosts)
-            # volumes are connected on the destination host by pre_live_migration
-            disks = self._lookup.disks(vm)
-            shared = same_pool and all(d.shared or d.volume for d in disks)
-            block = (not shared) if block_migration is None else bool(block_migration)
-            token = uuidlib.uuid4().hex
-            driver_data: dict[str, Any] = {
-                "token": token,
-                "same_pool": same_pool,
-                "destination_host_uuid": dest_rec.get("uuid"),
-                "migration_network": None,
-                "destination_sr": None,
-            }
-            if block:
-                network, network_uuid = networks.migration_network(dpool, dest_ref)
-                self._receive.receive(token, dpool, dest_ref, network)
-                driver_data["migration_network"] = network_uuid
-                driver_data["destination_sr"] = self._default_sr_uuid(dpool)
-            else:
-                vm.pool.call("VM.assert_can_boot_here", vm.ref, dest_ref)
-            return MigrateData(
-                instance_uuid=vm.uuid,
-                source=source,
-                destination=destination,
-                block_migration=block,
-                shared_storage=shared,
-                driver_data=driver_data,
+        with precheck(self._redact, destination, phase):
+            return checks.check_destination(
+                self._lookup, self._receive, instance.uuid, destination, block_migration
             )
 
     def cleanup_live_migration_destination_check(self, destination: str, data: MigrateData) -> None:
@@ -263,58 +216,16 @@ class XenAPIDriver(Driver):
         self._receive.drop(data.driver_data.get("token"))
 
     def check_can_live_migrate_source(self, instance: Instance, data: MigrateData) -> MigrateData:
-        """On the source pool: the VM runs on ``data.source``; block migration on shared
-        storage, and live migration of a local disk without block migration, are refused
-        (Nova's rules). With block migration, ``VM.assert_can_migrate`` with every non-CD VDI
-        mapped (to the destination SR; a volume to its SR when the destination host sees it
-        already -- a plugged PBD there --, else the destination SR stands in until
-        pre_live_migration connects it: Nova left such VDIs out and ignored the
-        VDI_NOT_IN_MAP, which skips XAPI's later checks) and, across pools, every VIF mapped to
-        the destination's management network (the interim networks do not exist yet).
-
-        Adds ``volume_srs`` and ``vif_devices`` to ``driver_data``.
+        """On the source pool: the VM runs on ``data.source``; Nova's shared-storage rules;
+        with block migration ``VM.assert_can_migrate`` with every non-CD VDI and, across pools,
+        every VIF mapped (:func:`.checks.check_source`). Adds ``volume_srs`` and
+        ``vif_devices`` to ``driver_data``.
 
         :raises MigrationPreCheckError: (host = the source) with the reason.
         :raises InstanceNotFound:
         """
-        with self._precheck(data.source, "check_source"):
-            spool = self._lookup.pool_of(data.source)
-            vm = self._lookup.vm_in(spool, data.instance_uuid)
-            if vm is None:
-                raise InstanceNotFound(data.instance_uuid)
-            here = self._lookup.where(vm)
-            if here != data.source:
-                raise Refused(f"the instance runs on {here or 'no host'}, not on {data.source}")
-            if data.block_migration and data.shared_storage:
-                raise Refused("cannot block-migrate an instance on shared storage")
-            if not data.block_migration and not data.shared_storage:
-                raise Refused(NO_SHARED_STORAGE_REASON)
-            disks = self._lookup.disks(vm)
-            vifs = self._lookup.vifs(vm)
-            if data.block_migration:
-                dpool = self._lookup.pool_of(data.destination)
-                dest = self._receive_data(data)
-                dest_sr = self._destination_sr(dpool, data)
-                dest_ref = self._lookup.host_ref(dpool, self._lookup.hosts[data.destination])
-                vdi_map = {
-                    d.vdi: (
-                        storage.attached_sr(self._lookup, dpool, d.sr_uuid, dest_ref)
-                        if d.volume
-                        else None
-                    )
-                    or dest_sr
-                    for d in disks
-                }
-                vif_map: dict[str, str] = {}
-                if not data.driver_data.get("same_pool"):
-                    network_uuid = str(data.driver_data.get("migration_network"))
-                    network = self._lookup.network_by_uuid(dpool, network_uuid)
-                    vif_map = {v.ref: network for v in vifs}
-                spool.call("VM.assert_can_migrate", vm.ref, dest, True, vdi_map, vif_map, {})
-            return data.with_driver_data(
-                volume_srs=sorted({d.sr_uuid for d in disks if d.volume}),
-                vif_devices=[v.device for v in vifs],
-            )
+        with precheck(self._redact, data.source, "check_source"):
+            return checks.check_source(self._lookup, self._receive, data)
 
     # ==================================================================== prepare
     def pre_live_migration(self, instance: Instance, data: MigrateData) -> MigrateData:
@@ -327,22 +238,8 @@ class XenAPIDriver(Driver):
 
         :raises DriverError: (host = destination) with the reason.
         """
-        with self._failing(data.destination, "pre_live_migration"):
-            dpool = self._lookup.pool_of(data.destination)
-            vm = self._lookup.require_vm(data.instance_uuid)
-            if vm.pool is dpool and self._lookup.where(vm) == data.destination:
-                return data  # replayed after the switchover
-            dest_ref = self._lookup.host_ref(dpool, self._lookup.hosts[data.destination])
-            connected = sorted({d.sr_uuid for d in self._lookup.disks(vm) if d.volume})
-            for sr_uuid in connected:
-                storage.connect_volume_sr(self._lookup, vm, dpool, dest_ref, sr_uuid)
-            chosen: dict[str, str] = {}
-            if not data.driver_data.get("same_pool"):
-                for vif in self._lookup.vifs(vm):
-                    chosen[vif.device] = networks.destination_network(
-                        self._lookup, dpool, data.instance_uuid, vif
-                    )
-            return data.with_driver_data(interim_networks=chosen, connected_srs=connected)
+        with failing(self._redact, data.destination, "pre_live_migration"):
+            return prepost.prepare_destination(self._lookup, data)
 
     def rollback_live_migration_at_destination(self, instance: Instance, data: MigrateData) -> None:
         """Undo pre_live_migration on the destination pool: this migration's task is cancelled
@@ -354,25 +251,11 @@ class XenAPIDriver(Driver):
         :raises DriverError: the switchover already happened (nothing removed), or the
             destination could not be cleaned.
         """
-        with self._failing(data.destination, "rollback_live_migration_at_destination"):
+        with failing(self._redact, data.destination, "rollback_live_migration_at_destination"):
             task = self._own_task(data)
             if task is not None and task.status in IN_FLIGHT:
                 task = self._tasks.cancel_and_wait(task, self.clock)
-            dpool = self._lookup.pool_of(data.destination)
-            vm = self._lookup.vm(data.instance_uuid)
-            if vm is not None and vm.pool is dpool and self._lookup.where(vm) == data.destination:
-                raise Refused(
-                    f"the instance already runs on {data.destination} (switchover happened); "
-                    "nothing removed"
-                )
-            volume_srs, devices = self._volumes_and_vifs(data, vm)
-            for sr_uuid in volume_srs:
-                storage.disconnect_volume_sr(self._lookup, dpool, sr_uuid, data.instance_uuid)
-            if dpool is not self._lookup.pool_of(data.source):
-                for device in devices:
-                    networks.destroy_interim_network(
-                        self._lookup, dpool, data.instance_uuid, device
-                    )
+            prepost.undo_prepare(self._lookup, data)
             if task is not None:
                 self._tasks.forget(data, task)
             self._receive.drop(data.driver_data.get("token"))
@@ -391,7 +274,7 @@ class XenAPIDriver(Driver):
 
         :raises TransferFailed: the VM is not running on the source, or XAPI refused.
         """
-        with self._failing(data.source, "transfer", TransferFailed):
+        with failing(self._redact, data.source, "transfer", TransferFailed):
             if self._tasks.find(data) is not None:
                 return
             copies = self._lookup.vm_copies(data.instance_uuid)
@@ -417,8 +300,8 @@ class XenAPIDriver(Driver):
                 raise Refused(f"the instance is {vm.power}; XAPI live-migrates running VMs only")
             dpool = self._lookup.pool_of(data.destination)
             if data.block_migration:
-                dest = self._receive_data(data, fresh=True)
-                vdi_map, vif_map = self._transfer_maps(vm, dpool, data)
+                dest = sendargs.receive_data(self._lookup, self._receive, data, fresh=True)
+                vdi_map, vif_map = sendargs.transfer_maps(self._lookup, vm, dpool, data)
                 args: tuple[Any, ...] = (vm.ref, dest, True, vdi_map, vif_map, {})
                 method = "Async.VM.migrate_send"
             else:
@@ -489,7 +372,7 @@ class XenAPIDriver(Driver):
         :raises DriverError: the switchover already happened (the task succeeded, or XAPI no
             longer allowed the cancel and it then succeeded), or the task did not stop.
         """
-        with self._failing(data.source, "abort_transfer"):
+        with failing(self._redact, data.source, "abort_transfer"):
             task = self._own_task(data)
             if task is None:
                 if self._lookup.where(self._lookup.vm(data.instance_uuid)) == data.destination:
@@ -509,23 +392,8 @@ class XenAPIDriver(Driver):
 
         :raises DriverError: the VM still runs on the source (nothing touched), or XAPI refused.
         """
-        with self._failing(data.source, "post_live_migration_at_source"):
-            vm = self._lookup.vm(data.instance_uuid)
-            where = self._lookup.where(vm)
-            if where == data.source:
-                raise Refused("the instance still runs on the source")
-            if where != data.destination:
-                raise Refused(
-                    f"the instance runs on {where or 'no host'}, not on {data.destination}"
-                )
-            spool = self._lookup.pool_of(data.source)
-            if spool is self._lookup.pool_of(data.destination):
-                return
-            volume_srs, devices = self._volumes_and_vifs(data, vm)
-            for sr_uuid in volume_srs:
-                storage.forget_unused_sr(self._lookup, spool, sr_uuid)
-            for device in devices:
-                networks.destroy_interim_network(self._lookup, spool, data.instance_uuid, device)
+        with failing(self._redact, data.source, "post_live_migration_at_source"):
+            prepost.clean_source(self._lookup, data)
 
     def post_live_migration_at_destination(self, instance: Instance, data: MigrateData) -> None:
         """After the switchover: the ``base_mirror`` key storage motion leaves in the VDIs'
@@ -535,14 +403,8 @@ class XenAPIDriver(Driver):
 
         :raises DriverError: the VM does not run on the destination.
         """
-        with self._failing(data.destination, "post_live_migration_at_destination"):
-            dpool = self._lookup.pool_of(data.destination)
-            vm = self._lookup.vm_in(dpool, data.instance_uuid)
-            if vm is None or self._lookup.where(vm) != data.destination:
-                raise Refused(f"the instance does not run on {data.destination}")
-            for disk in self._lookup.disks(vm):
-                if "base_mirror" in disk.sm_config:
-                    dpool.call("VDI.remove_from_sm_config", disk.vdi, "base_mirror")
+        with failing(self._redact, data.destination, "post_live_migration_at_destination"):
+            prepost.clean_destination_disks(self._lookup, data)
             task = self._tasks.find(data)
             if task is not None:
                 self._tasks.forget(data, task)
@@ -568,99 +430,6 @@ class XenAPIDriver(Driver):
                 self._tasks.adopt(t, data)
                 return t
         return None
-
-    def _receive_data(self, data: MigrateData, *, fresh: bool = False) -> dict[str, str]:
-        """This migration's migrate-send data: kept in memory, else (after a restart, or
-        ``fresh`` for the transfer) from ``host.migrate_receive`` again."""
-        token = token_of(data)
-        kept = self._receive.get(token)
-        if kept is not None and not fresh:
-            return kept
-        dpool = self._lookup.pool_of(data.destination)
-        host_ref = self._lookup.host_ref(dpool, self._lookup.hosts[data.destination])
-        network_uuid = data.driver_data.get("migration_network")
-        if network_uuid:
-            network = self._lookup.network_by_uuid(dpool, str(network_uuid))
-        else:
-            network, _ = networks.migration_network(dpool, host_ref)
-        return self._receive.receive(token, dpool, host_ref, network)
-
-    def _default_sr_uuid(self, pool: PoolSession) -> str:
-        sr_uuid = self._lookup.default_sr(pool).get("uuid")
-        if not sr_uuid:
-            raise Refused(f"the pool at {pool.url} has no default SR for the disks")
-        return str(sr_uuid)
-
-    def _destination_sr(self, pool: PoolSession, data: MigrateData) -> str:
-        sr = self._lookup.sr_by_uuid(pool, str(data.driver_data.get("destination_sr")))
-        if sr is None:
-            raise Refused("the destination SR no longer exists")
-        return sr
-
-    def _transfer_maps(
-        self, vm: Vm, dpool: PoolSession, data: MigrateData
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """(vdi_map, vif_map) for ``VM.migrate_send``: every non-CD VDI -> the destination SR
-        (a volume -> its SR, connected by pre_live_migration); across pools every VIF -> the
-        network pre_live_migration chose."""
-        dest_sr = self._destination_sr(dpool, data)
-        vdi_map: dict[str, str] = {}
-        for d in self._lookup.disks(vm):
-            target = self._lookup.sr_by_uuid(dpool, d.sr_uuid) if d.volume else dest_sr
-            if target is None:
-                raise Refused(f"volume SR {d.sr_uuid} is not connected on the destination")
-            vdi_map[d.vdi] = target
-        vif_map: dict[str, str] = {}
-        if vm.pool is not dpool:
-            chosen = dict(data.driver_data.get("interim_networks") or {})
-            for vif in self._lookup.vifs(vm):
-                name = chosen.get(vif.device)
-                if name is None:
-                    raise Refused(f"no destination network was prepared for VIF {vif.device}")
-                found = self._lookup.networks_named(dpool, str(name))
-                if not found:
-                    raise Refused(f"the destination network {name!r} no longer exists")
-                vif_map[vif.ref] = sorted(found)[0]
-        return vdi_map, vif_map
-
-    def _volumes_and_vifs(self, data: MigrateData, vm: Vm | None) -> tuple[list[str], list[str]]:
-        """Volume SR uuids and VIF devices of the instance: from ``driver_data`` (the source
-        check sets them), else from the VM as it is now."""
-        srs = data.driver_data.get("volume_srs")
-        devices = data.driver_data.get("vif_devices")
-        if vm is not None and srs is None:
-            srs = sorted({d.sr_uuid for d in self._lookup.disks(vm) if d.volume})
-        if vm is not None and devices is None:
-            devices = [v.device for v in self._lookup.vifs(vm)]
-        return [str(s) for s in srs or []], [str(d) for d in devices or []]
-
-    @contextlib.contextmanager
-    def _precheck(self, host: str, phase: str) -> Iterator[None]:
-        """Refusals and XAPI problems -> :class:`MigrationPreCheckError` on ``host``."""
-        try:
-            yield
-        except Refused as exc:
-            raise MigrationPreCheckError(host, str(exc), phase) from None
-        except XAPI_PROBLEMS as exc:
-            raise MigrationPreCheckError(host, self._say(exc), phase) from None
-
-    @contextlib.contextmanager
-    def _failing(
-        self, host: str, operation: str, error: Callable[[str, str], FerryError] | None = None
-    ) -> Iterator[None]:
-        """Refusals and XAPI problems -> :class:`DriverError` (or ``error(host, reason)``)."""
-
-        def make(reason: str) -> FerryError:
-            if error is not None:
-                return error(host, reason)
-            return DriverError(host, operation, reason)
-
-        try:
-            yield
-        except Refused as exc:
-            raise make(str(exc)) from None
-        except XAPI_PROBLEMS as exc:
-            raise make(self._say(exc)) from None
 
     def _say(self, exc: BaseException) -> str:
         return self._redact(str(exc))
