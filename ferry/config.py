@@ -50,6 +50,7 @@ The file shape (every section optional)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -63,6 +64,15 @@ from ferry.secrets import SecretRef
 
 CONFIG_ENV = "FERRY_CONFIG"
 TIMEOUT_ACTIONS = ("abort", "force_complete")
+#: the shortest wait between two polls of a transfer or a board (shorter only spins a CPU)
+MIN_POLL_INTERVAL = 0.01
+
+
+def _check(where: str, checks: list[tuple[bool, str]]) -> None:
+    """Raise one ConfigError naming every check that failed."""
+    problems = [msg for ok, msg in checks if not ok]
+    if problems:
+        raise ConfigError(f"{where}: {'; '.join(problems)}")
 
 
 @dataclass(frozen=True)
@@ -105,16 +115,22 @@ class MigrationSettings:
 
     def validate(self, where: str) -> None:
         checks = [
-            (self.max_attempts >= 0, "max_attempts must be >= 0"),
-            (self.live_migration_downtime >= 100, "live_migration_downtime must be >= 100 (ms)"),
-            (self.live_migration_downtime_steps >= 3, "live_migration_downtime_steps must be >= 3"),
+            (0 <= self.max_attempts <= 1000, "max_attempts must be 0 .. 1000"),
             (
-                self.live_migration_downtime_delay >= 3,
-                "live_migration_downtime_delay must be >= 3 (s/GiB)",
+                100 <= self.live_migration_downtime <= 600_000,
+                "live_migration_downtime must be 100 .. 600000 (ms)",
             ),
             (
-                self.live_migration_completion_timeout >= 0,
-                "live_migration_completion_timeout must be >= 0",
+                3 <= self.live_migration_downtime_steps <= 1000,
+                "live_migration_downtime_steps must be 3 .. 1000",
+            ),
+            (
+                3 <= self.live_migration_downtime_delay <= 86_400,
+                "live_migration_downtime_delay must be 3 .. 86400 (s/GiB)",
+            ),
+            (
+                0 <= self.live_migration_completion_timeout <= 86_400,
+                "live_migration_completion_timeout must be 0 (never) .. 86400 (s/GiB)",
             ),
             (
                 self.live_migration_timeout_action in TIMEOUT_ACTIONS,
@@ -128,14 +144,18 @@ class MigrationSettings:
                 0 <= self.live_migration_auto_converge_increment <= 99,
                 "live_migration_auto_converge_increment must be 0 (hypervisor default) .. 99 (%)",
             ),
-            (self.live_migration_bandwidth >= 0, "live_migration_bandwidth must be >= 0"),
-            (self.poll_interval > 0, "poll_interval must be > 0"),
-            (self.post_retries >= 1, "post_retries must be >= 1"),
-            (self.post_retry_delay >= 0, "post_retry_delay must be >= 0"),
+            (
+                0 <= self.live_migration_bandwidth <= 1_000_000,
+                "live_migration_bandwidth must be 0 (unlimited) .. 1000000 (MiB/s)",
+            ),
+            (
+                MIN_POLL_INTERVAL <= self.poll_interval <= 60,
+                f"poll_interval must be {MIN_POLL_INTERVAL} .. 60 (s)",
+            ),
+            (1 <= self.post_retries <= 100, "post_retries must be 1 .. 100"),
+            (0 <= self.post_retry_delay <= 3600, "post_retry_delay must be 0 .. 3600 (s)"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"{where}: {msg}")
+        _check(where, checks)
 
 
 @dataclass(frozen=True)
@@ -144,8 +164,7 @@ class SimulatedSettings:
     speed: float = 1.0
 
     def validate(self, where: str) -> None:
-        if self.speed < 0:
-            raise ConfigError(f"{where}: speed must be >= 0")
+        _check(where, [(0 <= self.speed <= 1e6, "speed must be 0 (stepped) .. 1000000")])
 
 
 @dataclass(frozen=True)
@@ -162,20 +181,31 @@ class SchedulerSettings:
     groups: dict[str, list[str]] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
-        if self.weigher not in ("spread", "pack"):
-            raise ConfigError(f"{where}: weigher must be one of spread, pack")
-        for name in ("ram_weight_multiplier", "in_flight_weight_multiplier"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{where}: {name} must be >= 0")
-        if self.host_state_ttl < 0:
-            raise ConfigError(f"{where}: host_state_ttl must be >= 0 (s)")
+        checks = [
+            (self.weigher in ("spread", "pack"), "weigher must be one of spread, pack"),
+            *(
+                (0 <= getattr(self, name) <= 1000, f"{name} must be 0 .. 1000")
+                for name in ("ram_weight_multiplier", "in_flight_weight_multiplier")
+            ),
+            (0 <= self.host_state_ttl <= 86_400, "host_state_ttl must be 0 .. 86400 (s)"),
+        ]
         if not isinstance(self.groups, dict):
-            raise ConfigError(f"{where}: groups must be a table of host lists")
-        for group, hosts in self.groups.items():
-            if not group or "," in group:
-                raise ConfigError(f"{where}: group name {group!r} must be non-empty, without ','")
-            if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-                raise ConfigError(f"{where}: groups.{group} must be a list of host names")
+            checks.append((False, "groups must be a table of host lists"))
+        else:
+            for group, hosts in self.groups.items():
+                checks.append(
+                    (
+                        bool(group) and "," not in group,
+                        f"group name {group!r} must be non-empty, without ','",
+                    )
+                )
+                checks.append(
+                    (
+                        isinstance(hosts, list) and all(isinstance(h, str) for h in hosts),
+                        f"groups.{group} must be a list of host names",
+                    )
+                )
+        _check(where, checks)
 
 
 @dataclass(frozen=True)
@@ -183,8 +213,7 @@ class RunnerSettings:
     lease_seconds: float = 30.0
 
     def validate(self, where: str) -> None:
-        if self.lease_seconds < 1:
-            raise ConfigError(f"{where}: lease_seconds must be >= 1")
+        _check(where, [(1 <= self.lease_seconds <= 3600, "lease_seconds must be 1 .. 3600 (s)")])
 
 
 @dataclass(frozen=True)
@@ -234,14 +263,21 @@ class ConductorSettings:
     poll_interval: float = 0.5
 
     def validate(self, where: str) -> None:
-        if self.name is not None and (not self.name or any(c in self.name for c in ": \t\n")):
-            raise ConfigError(f"{where}: name must be non-empty, without ':' or blanks")
-        if not 1 <= self.max_jobs <= 16:
-            raise ConfigError(f"{where}: max_jobs must be between 1 and 16")
-        if self.lease_seconds < 1:
-            raise ConfigError(f"{where}: lease_seconds must be >= 1")
-        if not 0 < self.poll_interval <= 60:
-            raise ConfigError(f"{where}: poll_interval must be > 0 and <= 60 (s)")
+        bad_name = self.name is not None and (
+            not self.name or any(c in self.name for c in ": \t\n")
+        )
+        _check(
+            where,
+            [
+                (not bad_name, "name must be non-empty, without ':' or blanks"),
+                (1 <= self.max_jobs <= 16, "max_jobs must be between 1 and 16"),
+                (1 <= self.lease_seconds <= 3600, "lease_seconds must be 1 .. 3600 (s)"),
+                (
+                    MIN_POLL_INTERVAL <= self.poll_interval <= 60,
+                    f"poll_interval must be {MIN_POLL_INTERVAL} .. 60 (s)",
+                ),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -255,9 +291,13 @@ class LimitSettings:
     total: int = 0
 
     def validate(self, where: str) -> None:
-        for name in ("per_source", "per_destination", "total"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{where}: {name} must be >= 0 (0 = no limit)")
+        _check(
+            where,
+            [
+                (0 <= getattr(self, name) <= 10_000, f"{name} must be 0 (no limit) .. 10000")
+                for name in ("per_source", "per_destination", "total")
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -285,14 +325,22 @@ class Settings:
 
 
 def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
+    """``cls`` from a table; one ConfigError naming every problem of the table."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    problems: list[str] = []
+    unknown = sorted(str(k) for k in set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        problems.append(f"unknown key(s) {', '.join(unknown)}")
     kwargs = {}
     for name, value in data.items():
-        expected = fields[name].type
-        kwargs[name] = _coerce(value, expected, f"{where}: {name}")
+        if name not in fields:
+            continue
+        try:
+            kwargs[name] = _coerce(value, fields[name].type, name)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{where}: {'; '.join(problems)}")
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
         obj.validate(where)
@@ -312,6 +360,8 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
     if text == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, not {value!r}")
         return float(value)
     if text in ("str", "str | None"):
         if not isinstance(value, str):
@@ -335,6 +385,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             raise ConfigError(f"config file {p} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+            ) from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {p} is a directory") from None
         except OSError as exc:
             raise ConfigError(f"config file {p} cannot be read: {exc.strerror}") from None
     settings = parse_settings(
@@ -350,56 +406,46 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 def parse_settings(
     data: dict[str, Any], where: str = "configuration", base_dir: Path | None = None
 ) -> Settings:
+    """Settings from a parsed file. Raises one :class:`ConfigError` naming every problem."""
+    problems: list[str] = []
+
+    def section(cls: Any, name: str) -> Any:
+        try:
+            return _build(cls, _table(data, name, where), f"{where} [{name}]")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            return cls()
+
     known = {"database", "migration", "simulated", "runner", "hosts"}
     known |= {"jobboard", "conductor", "limits", "scheduler"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}")
+        problems.append(f"{where}: unknown section(s) {', '.join(unknown)}")
     db = data.get("database", {})
+    url = None
     if not isinstance(db, dict) or set(db) - {"url"}:
-        raise ConfigError(f"{where}: [database] takes only 'url'")
-    url = db.get("url")
-    if url is not None and not isinstance(url, str):
-        raise ConfigError(f"{where}: [database] url must be a string")
-    migration = _build(MigrationSettings, _table(data, "migration", where), f"{where} [migration]")
-    simulated = _build(SimulatedSettings, _table(data, "simulated", where), f"{where} [simulated]")
+        problems.append(f"{where}: [database] takes only 'url'")
+    else:
+        url = db.get("url")
+        if url is not None and not isinstance(url, str):
+            problems.append(f"{where}: [database] url must be a string")
+            url = None
+    migration = section(MigrationSettings, "migration")
+    simulated = section(SimulatedSettings, "simulated")
     if simulated.cluster and base_dir is not None and not Path(simulated.cluster).is_absolute():
         simulated = dataclasses.replace(simulated, cluster=str(base_dir / simulated.cluster))
-    runner = _build(RunnerSettings, _table(data, "runner", where), f"{where} [runner]")
-    scheduler = _build(SchedulerSettings, _table(data, "scheduler", where), f"{where} [scheduler]")
-    jobboard = _build(JobBoardSettings, _table(data, "jobboard", where), f"{where} [jobboard]")
+    runner = section(RunnerSettings, "runner")
+    scheduler = section(SchedulerSettings, "scheduler")
+    jobboard = section(JobBoardSettings, "jobboard")
     if jobboard.password_file and base_dir is not None:
         pw_file = Path(jobboard.password_file).expanduser()
         if not pw_file.is_absolute():
             jobboard = dataclasses.replace(jobboard, password_file=str(base_dir / pw_file))
-    conductor = _build(ConductorSettings, _table(data, "conductor", where), f"{where} [conductor]")
-    limits = _build(LimitSettings, _table(data, "limits", where), f"{where} [limits]")
-    hosts = []
-    raw_hosts = data.get("hosts", [])
-    if not isinstance(raw_hosts, list):
-        raise ConfigError(f"{where}: [[hosts]] must be an array of tables")
-    seen: set[str] = set()
-    installed = driver_names() if raw_hosts else []
-    for i, h in enumerate(raw_hosts):
-        if not isinstance(h, dict) or not isinstance(h.get("name"), str) or not h.get("name"):
-            raise ConfigError(f"{where}: hosts[{i}] needs a name")
-        name = h["name"]
-        driver = h.get("driver")
-        if driver not in installed:
-            raise ConfigError(
-                f"{where}: host {name!r}: driver must be one of {', '.join(installed)} "
-                "(the installed drivers)"
-            )
-        if name in seen:
-            raise ConfigError(f"{where}: host {name!r} is listed twice")
-        seen.add(name)
-        if "password" in h:
-            raise ConfigError(
-                f"{where}: host {name!r}: put no password in the config; "
-                "use password_env or password_file"
-            )
-        options = {k: v for k, v in h.items() if k not in ("name", "driver")}
-        hosts.append(HostConfig(name=name, driver=driver, options=options))
+    conductor = section(ConductorSettings, "conductor")
+    limits = section(LimitSettings, "limits")
+    hosts = _hosts(data.get("hosts", []), where, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return Settings(
         database_url=url,
         migration=migration,
@@ -411,6 +457,38 @@ def parse_settings(
         conductor=conductor,
         limits=limits,
     )
+
+
+def _hosts(raw_hosts: Any, where: str, problems: list[str]) -> list[HostConfig]:
+    """The ``[[hosts]]`` entries; what is wrong with them goes to ``problems``."""
+    if not isinstance(raw_hosts, list):
+        problems.append(f"{where}: [[hosts]] must be an array of tables")
+        return []
+    hosts = []
+    seen: set[str] = set()
+    installed = driver_names() if raw_hosts else []
+    for i, h in enumerate(raw_hosts):
+        if not isinstance(h, dict) or not isinstance(h.get("name"), str) or not h.get("name"):
+            problems.append(f"{where}: hosts[{i}] needs a name")
+            continue
+        name = h["name"]
+        driver = h.get("driver")
+        if driver not in installed:
+            problems.append(
+                f"{where}: host {name!r}: driver must be one of {', '.join(installed)} "
+                "(the installed drivers)"
+            )
+        if name in seen:
+            problems.append(f"{where}: host {name!r} is listed twice")
+        seen.add(name)
+        if "password" in h:
+            problems.append(
+                f"{where}: host {name!r}: put no password in the config; "
+                "use password_env or password_file"
+            )
+        options = {k: v for k, v in h.items() if k not in ("name", "driver")}
+        hosts.append(HostConfig(name=name, driver=str(driver), options=options))
+    return hosts
 
 
 def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:

@@ -164,15 +164,25 @@ def vm_list(items: tuple[str, ...]) -> list[str]:
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items (VALUE as JSON where it parses, else the text); one
+    ConfigError naming every malformed item."""
     out: dict[str, Any] = {}
+    problems: list[str] = []
     for item in items:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep:
-            raise errors.ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            problems.append(f"--set expects KEY=VALUE, got {item!r}")
+            continue
+        if not key:
+            problems.append(f"--set {item!r}: the key before '=' is missing")
+            continue
         value: Any
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out[key.strip()] = value
+        out[key] = value
+    if problems:
+        raise errors.ConfigError("; ".join(problems))
     return out
