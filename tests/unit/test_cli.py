@@ -12,9 +12,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ferry import Orchestrator
 from ferry.cli import cli
 from ferry.cli import migrate as migrate_mod
 from ferry.cli.common import State
+from ferry.model import MigrationStatus
+from ferry.persistence.repository import MigrationRepository
 
 
 @pytest.fixture
@@ -190,6 +193,52 @@ def test_detach_keeps_the_database_password_off_the_command_line(
     migrate_mod.spawn_resume(State(None, None, 0), "m-2")  # nothing given: nothing passed on
     [(args, kwargs)] = spawned
     assert "FERRY_DB" not in kwargs["env"] and "FERRY_CONFIG" not in kwargs["env"]
+
+
+def pending(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migration created by ``migrate --detach`` that nobody runs."""
+    with monkeypatch.context() as patch:
+        patch.setattr(migrate_mod, "spawn_resume", lambda state, mid: None)
+        rc, out, _ = ferry(env, "migrate", "web-1", "--detach")
+    assert rc == 0
+    return out.strip()
+
+
+def test_abort_of_a_migration_that_completed_meanwhile_fails(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mid = pending(env, monkeypatch)
+    request_abort = MigrationRepository.request_abort
+
+    def completed_first(self: MigrationRepository, migration_id: str) -> None:
+        # another process's runner completes the migration between abort's look and its request
+        with Orchestrator(env["FERRY_DB"], config=env["FERRY_CONFIG"]) as other:
+            assert other.resume(migration_id).status == "completed"
+        request_abort(self, migration_id)
+
+    monkeypatch.setattr(MigrationRepository, "request_abort", completed_first)
+    rc, out, err = ferry(env, "abort", mid)
+    assert rc == 1 and out == ""
+    assert err == f"ferry: error: migration {mid} cannot be aborted: it is already completed\n"
+    monkeypatch.undo()
+    rc, _, err = ferry(env, "abort", mid, "--json")  # completed before: the same answer
+    assert rc == 1 and err.count("\n") == 1 and "already completed" in err
+    rc, out, _ = ferry(env, "show", mid, "--json")
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_abort_twice_and_past_the_switchover(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mid = pending(env, monkeypatch)
+    for _ in range(2):  # aborting a cancelled migration is a success
+        rc, out, err = ferry(env, "abort", mid)
+        assert rc == 0 and out == f"migration {mid}: cancelled\n", err
+    late = pending(env, monkeypatch)
+    with Orchestrator(env["FERRY_DB"], config=env["FERRY_CONFIG"]) as orch:
+        orch.migrations.set_status(late, MigrationStatus.POST_MIGRATING)
+    rc, _, err = ferry(env, "abort", late)
+    assert rc == 1 and err.count("\n") == 1 and "past the switchover" in err
 
 
 def test_module_entry_point() -> None:
