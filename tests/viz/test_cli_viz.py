@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
+import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,7 +123,9 @@ def test_export(env: dict[str, str], mid: str, tmp_path: Path) -> None:
     assert code == 0 and json.loads((tmp_path / "run.json").read_text())["migration"]["id"] == mid
 
 
-def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
+@contextlib.contextmanager
+def web_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``ferry web --port 0`` and its base URL, once it says it serves; killed if still alive."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ferry", "web", "--port", "0"],
         env={**os.environ, **env},
@@ -127,12 +135,41 @@ def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
     )
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()  # "ferry web: http://127.0.0.1:PORT/ (read-only; ...)"
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stderr.readline()), daemon=True).start()
+        line = lines.get(timeout=120)  # "ferry web: http://127.0.0.1:PORT/ (read-only; ...)"
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, line
-        with urllib.request.urlopen(f"{match.group(0)}api/migrations", timeout=10) as resp:
+        yield proc, match.group(0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def get(url: str, path: str, host: str | None = None) -> tuple[int, bytes]:
+    """GET ``path`` from the server at ``url``, with a forged Host header when ``host``."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Host": host} if host else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
+    with web_process(env) as (proc, url):
+        with urllib.request.urlopen(f"{url}api/migrations", timeout=10) as resp:
             rows = json.load(resp)
         assert [r["id"] for r in rows] == [mid]
-    finally:
+        port = urllib.parse.urlsplit(url).port
+        assert get(url, "/api/migrations", f"localhost:{port}")[0] == 200
+        for forged in (f"rebound.example:{port}", "rebound.example"):  # a DNS rebinding
+            status, body = get(url, "/api/migrations", forged)
+            assert status == 400 and mid.encode() not in body and len(body) < 100
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
