@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -173,3 +174,39 @@ def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
             assert status == 400 and mid.encode() not in body and len(body) < 100
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+
+
+BUSY_LOOP = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextlib.contextmanager
+def cpu_load() -> Iterator[None]:
+    """Busy loops on every CPU (at most 4) for the block's duration (and 120 s at most)."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+        for _ in range(max(2, min(4, os.cpu_count() or 2)))
+    ]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+        for burner in burners:
+            burner.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_web_command_stops_at_a_signal_under_load(
+    env: dict[str, str], mid: str, signum: signal.Signals
+) -> None:
+    with cpu_load(), web_process(env) as (proc, url):
+        idle = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(url).port, timeout=30)
+        idle.request("GET", "/api/migrations")  # a kept-alive connection, left open
+        assert idle.getresponse().read().startswith(b"[")
+        proc.send_signal(signum)
+        started = time.monotonic()
+        assert proc.wait(timeout=10) == 0  # the deadline
+        elapsed = time.monotonic() - started
+        idle.close()
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    print(f"ferry web stopped {elapsed:.2f} s after {signum.name} under load")
