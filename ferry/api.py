@@ -309,13 +309,15 @@ class Orchestrator:
         """Ask the migration to stop and revert (the VM stays on the source).
 
         Works from any process: the runner notices within one poll. A migration nobody is running
-        is reverted here and now. Raises AbortTooLate after the switchover.
+        is reverted here and now. Aborting a cancelled migration is a no-op. Raises AbortTooLate
+        after the switchover, for a finished migration, and when the migration completed or
+        passed its switchover meanwhile (before its runner saw the request).
         """
         record = self.migrations.get(migration_id)
         if record.done:
             if record.status == MigrationStatus.CANCELLED:
                 return record
-            raise errors.AbortTooLate(migration_id, record.status)
+            raise errors.AbortTooLate(migration_id, f"already {record.status}")
         if record.status == MigrationStatus.POST_MIGRATING:
             raise errors.AbortTooLate(migration_id, "past the switchover")
         self.migrations.request_abort(migration_id)
@@ -339,6 +341,10 @@ class Orchestrator:
                 self.jobstore.retire(migration_id)
             except Exception as exc:
                 LOG.warning("migration %s: its job stays on the board: %s", migration_id, exc)
+        if record.status == MigrationStatus.COMPLETED:
+            raise errors.AbortTooLate(migration_id, "already completed")
+        if record.status == MigrationStatus.POST_MIGRATING:
+            raise errors.AbortTooLate(migration_id, "past the switchover")
         return record
 
     def force_complete(self, migration_id: str) -> Migration:

@@ -3,6 +3,7 @@ process of its own."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -43,15 +44,20 @@ def migrate(state: State, detach: bool, as_json: bool, **options: Any) -> None:
 
 
 def spawn_resume(state: State, migration_id: str) -> None:
-    """Run the migration in a detached process that outlives this command."""
-    args = [sys.executable, "-m", "ferry"]
-    if state.db:
-        args += ["--db", state.db]
-    if state.config:
-        args += ["--config", state.config]
-    args += ["resume", migration_id, "--quiet"]
+    """Run the migration in a detached process that outlives this command.
+
+    The database URL and the config path reach the child through its environment (FERRY_DB,
+    FERRY_CONFIG), never its command line: any local user can read a command line (``ps``), and
+    the URL may carry a password."""
+    env = dict(os.environ)
+    for name, value in (("FERRY_DB", state.db), ("FERRY_CONFIG", state.config)):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)  # the child resolves its settings as this process did
     subprocess.Popen(
-        args,
+        [sys.executable, "-m", "ferry", "resume", migration_id, "--quiet"],
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

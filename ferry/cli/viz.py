@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
@@ -86,6 +85,6 @@ def web(state: State, port: int, refresh: float) -> None:
         server = WebServer(state.store(), port, refresh_seconds=refresh)
     except OSError as exc:
         raise errors.ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-    click.echo(f"ferry web: {server.url} (read-only; Ctrl-C stops it)", err=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    server.serve_until_signalled(
+        ready=lambda: click.echo(f"ferry web: {server.url} (read-only; Ctrl-C stops it)", err=True)
+    )

@@ -4,13 +4,16 @@ Pages: ``/`` (migrations) and ``/migrations/ID`` (one run: live graph, progress,
 timeline). JSON: ``/api/migrations``, ``/api/migrations/ID`` (the export of a run),
 ``/api/migrations/ID/live`` (what the page refreshes). Graph files: ``/migrations/ID/graph.svg``
 (needs Graphviz), ``.dot``, ``.json``.
+
+Only requests that name this machine's loopback in their Host header are answered: a page of
+another site whose name a DNS rebinding points at 127.0.0.1 sends its own name, and gets a 400.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, abort, jsonify, render_template
+from flask import Flask, Response, abort, jsonify, render_template, request
 
 from ferry import errors
 from ferry.viz import GraphvizMissing, export_run, run_graph
@@ -25,6 +28,19 @@ GRAPH_TYPES = {
     "json": "application/json",
 }
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+#: the host names a request may give (with any port, or none): the loopback address the server
+#: binds (ferry.web.HOST) and the other names of loopback
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def host_allowed(host: str) -> bool:
+    """Whether a Host header (``name`` or ``name:port``) names this machine's loopback."""
+    name, port = host.lower(), ""
+    if not name.endswith("]") and ":" in name:  # "[::1]" alone has colons but no port
+        name, _, port = name.rpartition(":")
+        if not (port.isascii() and port.isdigit()):
+            return False
+    return name in LOOPBACK_NAMES
 
 
 def create_app(store: RunStore, *, refresh_seconds: float = 1.0) -> Flask:
@@ -38,6 +54,14 @@ def create_app(store: RunStore, *, refresh_seconds: float = 1.0) -> Flask:
             return store.load(migration_id)
         except errors.MigrationNotFound:
             abort(404, f"migration {migration_id} not found")
+
+    @app.before_request
+    def loopback_only() -> Response | None:
+        if host_allowed(request.host):
+            return None
+        return Response(
+            "ferry web: wrong Host header; open the page at 127.0.0.1\n", 400, mimetype="text/plain"
+        )
 
     @app.after_request
     def headers(resp: Response) -> Response:

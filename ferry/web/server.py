@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import select
+import signal
+import socket
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -12,6 +16,10 @@ from ferry.web.app import create_app
 
 #: the only address ``ferry web`` binds: the page is for the operator on this machine
 HOST = "127.0.0.1"
+#: seconds between the serving loop's looks at a shutdown request: how long shutdown() waits
+POLL_SECONDS = 0.1
+#: the signals that stop ``ferry web``: Ctrl-C, and a service manager's stop
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class WebServer:
@@ -31,7 +39,7 @@ class WebServer:
     def serve_forever(self) -> None:
         self._serving = True
         try:
-            self._server.serve_forever()
+            self._server.serve_forever(poll_interval=POLL_SECONDS)
         finally:
             self._serving = False
 
@@ -41,7 +49,43 @@ class WebServer:
         self._thread.start()
         return self
 
+    def serve_until_signalled(
+        self,
+        ready: Callable[[], None] | None = None,
+        signals: Iterable[signal.Signals] = STOP_SIGNALS,
+    ) -> signal.Signals:
+        """Serve until one of ``signals`` arrives, then shut down; return that signal. Call it
+        from the main thread; ``ready`` runs once the signals are caught and the server runs.
+
+        The signals' handlers do nothing: Python writes each signal's number to a wakeup
+        socket, which this thread waits on, and then stops the server itself. So no exception
+        is raised in whatever frame the signal interrupts, whichever thread receives it.
+        """
+        wanted = {signal.Signals(s) for s in signals}
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        previous = {s: signal.signal(s, _ignore) for s in wanted}
+        try:
+            self.start()
+            if ready is not None:
+                ready()
+            while True:
+                select.select([wake_r], [], [])
+                for number in wake_r.recv(64):
+                    if number in wanted:
+                        return signal.Signals(number)
+        finally:
+            self.shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            signal.set_wakeup_fd(previous_fd)
+            wake_r.close()
+            wake_w.close()
+
     def shutdown(self) -> None:
+        """Stop serving (within POLL_SECONDS) and close the listening socket."""
         if self._serving or self._thread is not None:  # shutdown() waits for the loop to end
             self._server.shutdown()
         self._server.server_close()
@@ -53,3 +97,7 @@ class WebServer:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A signal handler that does nothing: the wakeup socket carries the signal."""

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from ferry import Orchestrator
 from ferry.cli import cli
 from ferry.cli import migrate as migrate_mod
+from ferry.cli.common import State
+from ferry.model import MigrationStatus
+from ferry.persistence.repository import MigrationRepository
 
 
 @pytest.fixture
@@ -131,29 +137,108 @@ def test_in_progress_is_refused(env: dict[str, str], monkeypatch: pytest.MonkeyP
     assert rc == 0 and json.loads(out)["status"] == "cancelled"
 
 
-def test_detach_spawns_a_resume_that_completes(
+def test_detach_runs_the_migration_in_a_resume_process(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spawned: list[list[str]] = []
+    real_popen = subprocess.Popen
+    spawned: list[tuple[list[str], dict[str, Any], subprocess.Popen[bytes]]] = []
 
-    class FakePopen:
-        def __init__(self, args: list[str], **kwargs: object) -> None:
-            assert kwargs.get("start_new_session") is True
-            spawned.append(args)
+    def popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = real_popen(args, **kwargs)
+        spawned.append((list(args), kwargs, proc))
+        return proc
 
-    monkeypatch.setattr(migrate_mod.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(migrate_mod.subprocess, "Popen", popen)
     rc, out, _ = ferry(env, "migrate", "web-1", "--detach")
+    monkeypatch.undo()
     assert rc == 0
     mid = out.strip()
-    assert spawned and spawned[0][-3:] == ["resume", mid, "--quiet"]
-    monkeypatch.undo()
-    # run exactly what would have been detached
-    done = subprocess.run(
-        spawned[0], env={**env, "PATH": ""}, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    [(args, kwargs, proc)] = spawned
+    assert proc.wait(timeout=120) == 0  # the detached resume ran the migration to its end
+    assert args == [sys.executable, "-m", "ferry", "resume", mid, "--quiet"]
+    assert kwargs["start_new_session"] is True
+    assert kwargs["env"]["FERRY_DB"] == env["FERRY_DB"]
+    assert kwargs["env"]["FERRY_CONFIG"] == env["FERRY_CONFIG"]
     rc, out, _ = ferry(env, "show", mid, "--json")
     assert json.loads(out)["status"] == "completed"
+
+
+@pytest.mark.parametrize("from_env", [True, False], ids=["FERRY_DB", "--db"])
+def test_detach_keeps_the_database_password_off_the_command_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, from_env: bool
+) -> None:
+    url = "postgresql://ferry:s3cret-pw@db.example:5432/ferry"
+    if from_env:
+        monkeypatch.setenv("FERRY_DB", url)
+    else:
+        monkeypatch.delenv("FERRY_DB", raising=False)
+    monkeypatch.delenv("FERRY_CONFIG", raising=False)
+    spawned: list[tuple[list[str], dict[str, Any]]] = []
+
+    class FakePopen:
+        def __init__(self, args: list[str], **kwargs: Any) -> None:
+            spawned.append((list(args), kwargs))
+
+    monkeypatch.setattr(migrate_mod.subprocess, "Popen", FakePopen)
+    migrate_mod.spawn_resume(State(url, env["FERRY_CONFIG"], 0), "m-1")
+    [(args, kwargs)] = spawned
+    assert args == [sys.executable, "-m", "ferry", "resume", "m-1", "--quiet"]
+    assert not any("s3cret" in arg or "db.example" in arg for arg in args)
+    assert kwargs["env"]["FERRY_DB"] == url  # the child's environment only
+    assert kwargs["env"]["FERRY_CONFIG"] == env["FERRY_CONFIG"]
+    assert os.environ.get("FERRY_DB") == (url if from_env else None)  # this process unchanged
+    assert "FERRY_CONFIG" not in os.environ
+    spawned.clear()
+    monkeypatch.setenv("FERRY_DB", "sqlite:///stale.db")
+    migrate_mod.spawn_resume(State(None, None, 0), "m-2")  # nothing given: nothing passed on
+    [(args, kwargs)] = spawned
+    assert "FERRY_DB" not in kwargs["env"] and "FERRY_CONFIG" not in kwargs["env"]
+
+
+def pending(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migration created by ``migrate --detach`` that nobody runs."""
+    with monkeypatch.context() as patch:
+        patch.setattr(migrate_mod, "spawn_resume", lambda state, mid: None)
+        rc, out, _ = ferry(env, "migrate", "web-1", "--detach")
+    assert rc == 0
+    return out.strip()
+
+
+def test_abort_of_a_migration_that_completed_meanwhile_fails(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mid = pending(env, monkeypatch)
+    request_abort = MigrationRepository.request_abort
+
+    def completed_first(self: MigrationRepository, migration_id: str) -> None:
+        # another process's runner completes the migration between abort's look and its request
+        with Orchestrator(env["FERRY_DB"], config=env["FERRY_CONFIG"]) as other:
+            assert other.resume(migration_id).status == "completed"
+        request_abort(self, migration_id)
+
+    monkeypatch.setattr(MigrationRepository, "request_abort", completed_first)
+    rc, out, err = ferry(env, "abort", mid)
+    assert rc == 1 and out == ""
+    assert err == f"ferry: error: migration {mid} cannot be aborted: it is already completed\n"
+    monkeypatch.undo()
+    rc, _, err = ferry(env, "abort", mid, "--json")  # completed before: the same answer
+    assert rc == 1 and err.count("\n") == 1 and "already completed" in err
+    rc, out, _ = ferry(env, "show", mid, "--json")
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_abort_twice_and_past_the_switchover(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mid = pending(env, monkeypatch)
+    for _ in range(2):  # aborting a cancelled migration is a success
+        rc, out, err = ferry(env, "abort", mid)
+        assert rc == 0 and out == f"migration {mid}: cancelled\n", err
+    late = pending(env, monkeypatch)
+    with Orchestrator(env["FERRY_DB"], config=env["FERRY_CONFIG"]) as orch:
+        orch.migrations.set_status(late, MigrationStatus.POST_MIGRATING)
+    rc, _, err = ferry(env, "abort", late)
+    assert rc == 1 and err.count("\n") == 1 and "past the switchover" in err
 
 
 def test_module_entry_point() -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
+import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,7 +124,9 @@ def test_export(env: dict[str, str], mid: str, tmp_path: Path) -> None:
     assert code == 0 and json.loads((tmp_path / "run.json").read_text())["migration"]["id"] == mid
 
 
-def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
+@contextlib.contextmanager
+def web_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``ferry web --port 0`` and its base URL, once it says it serves; killed if still alive."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ferry", "web", "--port", "0"],
         env={**os.environ, **env},
@@ -127,12 +136,77 @@ def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
     )
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()  # "ferry web: http://127.0.0.1:PORT/ (read-only; ...)"
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stderr.readline()), daemon=True).start()
+        line = lines.get(timeout=120)  # "ferry web: http://127.0.0.1:PORT/ (read-only; ...)"
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, line
-        with urllib.request.urlopen(f"{match.group(0)}api/migrations", timeout=10) as resp:
+        yield proc, match.group(0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def get(url: str, path: str, host: str | None = None) -> tuple[int, bytes]:
+    """GET ``path`` from the server at ``url``, with a forged Host header when ``host``."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Host": host} if host else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_web_command_serves_on_loopback(env: dict[str, str], mid: str) -> None:
+    with web_process(env) as (proc, url):
+        with urllib.request.urlopen(f"{url}api/migrations", timeout=10) as resp:
             rows = json.load(resp)
         assert [r["id"] for r in rows] == [mid]
-    finally:
+        port = urllib.parse.urlsplit(url).port
+        assert get(url, "/api/migrations", f"localhost:{port}")[0] == 200
+        for forged in (f"rebound.example:{port}", "rebound.example"):  # a DNS rebinding
+            status, body = get(url, "/api/migrations", forged)
+            assert status == 400 and mid.encode() not in body and len(body) < 100
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+
+
+BUSY_LOOP = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextlib.contextmanager
+def cpu_load() -> Iterator[None]:
+    """Busy loops on every CPU (at most 4) for the block's duration (and 120 s at most)."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+        for _ in range(max(2, min(4, os.cpu_count() or 2)))
+    ]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+        for burner in burners:
+            burner.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_web_command_stops_at_a_signal_under_load(
+    env: dict[str, str], mid: str, signum: signal.Signals
+) -> None:
+    with cpu_load(), web_process(env) as (proc, url):
+        idle = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(url).port, timeout=30)
+        idle.request("GET", "/api/migrations")  # a kept-alive connection, left open
+        assert idle.getresponse().read().startswith(b"[")
+        proc.send_signal(signum)
+        started = time.monotonic()
+        assert proc.wait(timeout=10) == 0  # the deadline
+        elapsed = time.monotonic() - started
+        idle.close()
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    print(f"ferry web stopped {elapsed:.2f} s after {signum.name} under load")

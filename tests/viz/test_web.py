@@ -13,6 +13,7 @@ from ferry import Orchestrator
 from ferry.drivers.simulated import SimulatedDriver
 from ferry.viz import RunStore, dot_available
 from ferry.web import HOST, WebServer, create_app
+from ferry.web.app import host_allowed
 from tests.viz.helpers import run_to_end
 
 
@@ -94,3 +95,39 @@ def test_server_binds_loopback_only(orch: Orchestrator) -> None:
         assert server.url.startswith("http://127.0.0.1:") and server.port > 0
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.0.0.1:8080", "localhost", "LocalHost:1", "[::1]", "[::1]:65535"],
+)
+def test_loopback_host_names_are_answered(client: FlaskClient, host: str) -> None:
+    assert host_allowed(host)
+    assert client.get("/api/migrations", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8080",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:8080",
+        "10.0.0.7:8080",
+        "::1",
+        "[::1]x",
+        "localhost:",
+        "localhost:80x",
+        "localhost:\u0668\u0660",  # non-ASCII digits
+        "",
+    ],
+)
+def test_other_host_names_are_refused(orch: Orchestrator, client: FlaskClient, host: str) -> None:
+    m = run_to_end(orch, "web-1")
+    assert not host_allowed(host)
+    for path in ("/", "/api/migrations", f"/migrations/{m.id}", f"/api/migrations/{m.id}"):
+        resp = client.get(path, headers={"Host": host})
+        text = resp.get_data(as_text=True)
+        assert resp.status_code == 400 and resp.mimetype == "text/plain"
+        assert text == "ferry web: wrong Host header; open the page at 127.0.0.1\n"
+        assert m.id not in text and "web-1" not in text
