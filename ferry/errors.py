@@ -30,8 +30,19 @@ class ConfigError(FerryError):
 
 
 class InstanceNotFound(FerryError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"instance {ref!r} not found on any configured host", ref)
+    """No configured host has the instance; ``unasked``: why some could not be asked (then the
+    instance may well exist there, and the message says so)."""
+
+    def __init__(self, ref: str, unasked: list[str] | None = None) -> None:
+        self.unasked = list(unasked or [])
+        if self.unasked:
+            message = (
+                f"instance {ref!r} not found on the hosts that answered; "
+                f"could not ask: {'; '.join(self.unasked)}"
+            )
+        else:
+            message = f"instance {ref!r} not found on any configured host"
+        super().__init__(message, ref)
         self.ref = ref
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -161,6 +162,14 @@ def print_migration(m: Migration) -> None:
         console.print(f"  [red]left over[/red]: {left}", highlight=False)
 
 
+def up_text(host: dict[str, Any]) -> str:
+    """The "up" cell: yes, or no with the driver's reason."""
+    if host["up"]:
+        return "yes"
+    reason = host.get("down_reason")
+    return f"[red]no[/red]: {escape(reason)}" if reason else "[red]no[/red]"
+
+
 def print_hosts(hosts: list[dict[str, Any]]) -> None:
     grouped = any(h.get("groups") for h in hosts)
     t = Table(show_edge=False)
@@ -185,7 +194,9 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
             h["name"],
             h["driver"],
             f"{h['hypervisor_type']} {h['hypervisor_version']}",
-            "yes" if h["up"] else "[red]no[/red]",
+            "yes"
+            if h["up"]
+            else "[red]no[/red]" + (f": {h['down_reason']}" if h.get("down_reason") else ""),
             "yes" if h["enabled"] else "no",
             f"{h['vcpus_used']}/{h['vcpus']}",
             f"{h['memory_mb_used']}/{h['memory_mb']}",

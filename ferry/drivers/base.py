@@ -85,7 +85,10 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def find_instance(self, ref: str) -> Instance | None:
-        """The instance whose UUID or name is ``ref``, or ``None``. Raises nothing else."""
+        """The instance whose UUID or name is ``ref``, or ``None``.
+
+        Raises :class:`~ferry.errors.DriverError` only when a host or pool that may hold it cannot
+        be asked (unreachable, authentication failed), saying which and why."""
 
     @abc.abstractmethod
     def locate(self, instance_uuid: str) -> InstanceLocation:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from ferry.config import HostConfig, Settings
 from ferry.drivers.base import Driver
-from ferry.errors import ConfigError, HostNotFound, InstanceNotFound
+from ferry.errors import ConfigError, DriverError, HostNotFound, InstanceNotFound
 from ferry.model import Host, Instance
 from ferry.persistence.db import Database
 from ferry.plugins import driver_entry_points
@@ -80,11 +80,18 @@ class DriverRegistry:
         return sorted(infos, key=lambda h: h.name)
 
     def find_instance(self, ref: str) -> Instance:
+        """The instance from whichever driver has it; InstanceNotFound (naming any hosts that
+        could not be asked, and why) when none has it."""
+        unasked: list[str] = []
         for d in self.drivers:
-            inst = d.find_instance(ref)
+            try:
+                inst = d.find_instance(ref)
+            except DriverError as exc:
+                unasked.append(str(exc))
+                continue
             if inst is not None:
                 return inst
-        raise InstanceNotFound(ref)
+        raise InstanceNotFound(ref, unasked)
 
     def list_instances(self) -> list[Instance]:
         out: list[Instance] = []

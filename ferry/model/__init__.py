@@ -103,6 +103,8 @@ class Host(_Record):
     enabled: bool = True
     storage_group: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: why the host is down, as its driver saw it (None when up, or when it cannot tell)
+    down_reason: str | None = None
     #: the NUMA topology and what is pinned / used in each cell (None: not reported)
     numa: HostNumaState | None = None
 

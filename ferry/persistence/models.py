@@ -108,6 +108,8 @@ class HostStateRow(Base):
     up: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     storage_group: Mapped[str | None] = mapped_column(sa.String(255))
+    #: why the driver reported the host down (None when up)
+    down_reason: Mapped[str | None] = mapped_column(sa.String(1024))
     updated_at: Mapped[float] = mapped_column(sa.Float)
     #: the host's labels as its driver reports them (the NUMA state is in ferry_host_numa_cells)
     labels: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)

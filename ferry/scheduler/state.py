@@ -54,6 +54,7 @@ _CAPACITY = (
     "up",
     "enabled",
     "storage_group",
+    "down_reason",
     "labels",
     "groups",
     "updated_at",
@@ -207,6 +208,7 @@ def _report_row(h: Host, reported_at: float) -> dict[str, Any]:
         "up": h.up,
         "enabled": h.enabled,
         "storage_group": h.storage_group,
+        "down_reason": None if h.up else (h.down_reason or "")[:1024] or None,
         "labels": labels,
         "groups": encode_groups(host_groups(labels)),
         "accounted_at": 0.0,
@@ -341,6 +343,7 @@ def load_states(conn: Connection, names: Collection[str] | None = None) -> list[
             enabled=bool(r["enabled"]),
             storage_group=r["storage_group"],
             labels=dict(r["labels"] or {}),
+            down_reason=r["down_reason"],
         )
         out.append(
             HostState(

@@ -21,7 +21,13 @@ from ferry.context import Event
 from ferry.drivers.base import TransferPolicy
 from ferry.drivers.xenapi import XenAPIDriver, interim_network_name, parse_hosts
 from ferry.drivers.xenapi.session import PoolSession, load_sdk, make_transport
-from ferry.errors import ConfigError, DriverError, MigrationPreCheckError, TransferFailed
+from ferry.errors import (
+    ConfigError,
+    DriverError,
+    InstanceNotFound,
+    MigrationPreCheckError,
+    TransferFailed,
+)
 from ferry.model import Instance, MigrateData
 from tests.conftest import fast_settings
 from tests.drivers.contract import DriverEnv, prepare, run_to_end
@@ -645,9 +651,34 @@ def test_unreachable_pool(sim: XapiSimulator, driver: XenAPIDriver):
     sim.stop()
     assert driver.host_info("xs-b1").up is False
     assert driver.list_instances() == []
-    assert driver.find_instance("web-1") is None
+    with pytest.raises(DriverError, match="cannot reach the XAPI pool master at http"):
+        driver.find_instance("web-1")  # the VM may well be there: not "not found"
     with pytest.raises(MigrationPreCheckError, match="cannot reach the XAPI pool master at http"):
         driver.check_can_live_migrate_destination(web, "xs-b1", None)
+
+
+def test_wrong_password_is_said_not_instance_not_found(
+    sim: XapiSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-Pw-9")
+    driver = make_driver(sim)
+    orch = Orchestrator(
+        f"sqlite:///{tmp_path / 'auth.db'}", settings=fast_settings(), drivers=[driver]
+    )
+    try:
+        with pytest.raises(InstanceNotFound) as err:
+            orch.live_migrate("web-1")
+        text = str(err.value)
+        assert "authentication as 'root' failed" in text and "could not ask" in text
+        assert "not-the-Pw-9" not in text and sim.password not in text
+        assert orch.list() == []  # nothing was created
+        hosts = {h["name"]: h for h in orch.hosts()}
+        assert hosts["xs-b1"]["up"] is False
+        reason = hosts["xs-b1"]["down_reason"]
+        assert "authentication as 'root' failed" in reason and "xenapi pool http" in reason
+        assert "not-the-Pw-9" not in reason
+    finally:
+        orch.close()
 
 
 # ============================================================== crash reconciliation

@@ -173,8 +173,9 @@ def test_an_unreachable_host_is_down_not_an_error(tmp_path: Any) -> None:
         ]
     )
     try:
-        assert not driver.host_info("lv-gone").up
-        assert not driver.host_status("lv-gone").up
+        info = driver.host_info("lv-gone")
+        assert not info.up and not driver.host_status("lv-gone").up
+        assert info.down_reason and "127.0.0.1" in info.down_reason  # what `ferry hosts` shows
     finally:
         driver.close()
 

@@ -76,9 +76,11 @@ def _read_host(lookup: Lookup, host: str, read: Callable[[str, Any], Host]) -> H
     try:
         return lookup.conn(host).call(lambda conn: read(host, conn))
     except (Unreachable, lv.libvirtError, DriverError) as exc:
-        LOG.info("host %s is down: %s", host, text(exc))
+        reason = text(exc)
+        LOG.info("host %s is down: %s", host, reason)
     except Exception as exc:  # a host is reported, never raised: loudly, with the traceback
-        LOG.warning("host %s is reported down: %s", host, text(exc), exc_info=True)
+        reason = text(exc)
+        LOG.warning("host %s is reported down: %s", host, reason, exc_info=True)
     return Host(
         name=host,
         driver=DRIVER,
@@ -89,6 +91,7 @@ def _read_host(lookup: Lookup, host: str, read: Callable[[str, Any], Host]) -> H
         disk_gb=0,
         up=False,
         enabled=spec.enabled,
+        down_reason=reason,
     )
 
 

@@ -75,6 +75,7 @@ def to_host(row: Row, driver: str, used: tuple[int, int, int], numa: HostNumaSta
         storage_group=row.storage_group,
         labels=labels,
         numa=numa,
+        down_reason=None if row.up else "the simulated host is down",
     )
 
 

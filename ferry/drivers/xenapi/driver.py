@@ -152,15 +152,18 @@ class XenAPIDriver(Driver):
         return sorted(out, key=lambda i: (i.host, i.name))
 
     def find_instance(self, ref: str) -> Instance | None:
-        """The VM whose uuid (preferred) or name_label is ``ref``, or ``None`` (also when a
-        pool cannot be asked: logged). Of two copies (mid-migration), the running one."""
+        """The VM whose uuid (preferred) or name_label is ``ref``, or ``None``. Of two copies
+        (mid-migration), the running one.
+
+        :raises DriverError: a pool cannot be asked (unreachable, authentication failed)."""
         try:
             copies = self._lookup.vm_copies(ref) if looks_like_uuid(ref) else []
             vm = pick(copies or self._lookup.vms_named(ref))
             return inventory.instance(self._lookup, vm) if vm is not None else None
         except XAPI_PROBLEMS as exc:
-            LOG.warning("xenapi: cannot look up instance %r: %s", ref, self._say(exc))
-            return None
+            reason = self._say(exc)
+            LOG.warning("xenapi: cannot look up instance %r: %s", ref, reason)
+            raise DriverError("xenapi", "find instance", reason) from None
 
     def locate(self, instance_uuid: str) -> InstanceLocation:
         """Where the VM is resident now (``resident_on`` in whichever pool holds it: the source

@@ -33,21 +33,24 @@ def host_infos(
         vms = lookup.guest_vms(pool)
         sr = lookup.default_sr(pool)
     except XAPI_PROBLEMS as exc:
-        LOG.warning("xenapi pool %s: cannot read hosts: %s", pool.url, redact(str(exc)))
-        return [down_host(h) for h in hosts]
+        reason = f"xenapi pool {pool.url}: {redact(str(exc))}"
+        LOG.warning("%s (cannot read its hosts)", reason)
+        return [down_host(h, reason) for h in hosts]
     out = []
     for h in hosts:
         found = by_label.get(h.label)
         if found is None:
-            LOG.warning("xenapi pool %s has no host named %r", pool.url, h.label)
-            out.append(down_host(h))
+            reason = f"xenapi pool {pool.url} has no host named {h.label!r}"
+            LOG.warning("%s", reason)
+            out.append(down_host(h, reason))
             continue
         ref, rec = found
         try:
             metrics = pool.call("host_metrics.get_record", rec.get("metrics", NULL_REF))
         except XAPI_PROBLEMS as exc:
-            LOG.warning("xenapi host %s: cannot read its metrics: %s", h.name, redact(str(exc)))
-            out.append(down_host(h))
+            reason = f"cannot read its metrics: {redact(str(exc))}"
+            LOG.warning("xenapi host %s: %s", h.name, reason)
+            out.append(down_host(h, reason))
             continue
         resident = [vm for vm in vms if vm.live and vm.resident_on == ref]
         total = to_int(metrics.get("memory_total"))
@@ -75,8 +78,8 @@ def host_infos(
     return out
 
 
-def down_host(h: XenHost) -> Host:
-    """A host whose pool cannot be read."""
+def down_host(h: XenHost, reason: str) -> Host:
+    """A host whose pool cannot be read, and why."""
     return Host(
         name=h.name,
         driver=DRIVER,
@@ -88,6 +91,7 @@ def down_host(h: XenHost) -> Host:
         up=False,
         storage_group=f"xenapi:{h.pool.url}",
         labels=_labels(h),
+        down_reason=reason,
     )
 
 
