@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ferry import errors
-from ferry.clock import Clock, SystemClock
+from ferry.clock import Clock
 from ferry.config import Settings, load_settings
 from ferry.context import Callback, Context, Event, EventBus
 from ferry.drivers.base import Driver
@@ -31,9 +31,10 @@ from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus
 from ferry.persistence.db import Database, default_database_url
 from ferry.persistence.repository import MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
+from ferry.readside import ReadSide, clock_of
 from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
 from ferry.scheduler.repository import ClaimRepository
-from ferry.tasks.scheduling import refresh_host_states, validate_placement
+from ferry.tasks.scheduling import validate_placement
 from ferry.tasks.validate import validate_request
 
 LOG = logging.getLogger(__name__)
@@ -102,11 +103,7 @@ class Orchestrator:
             self.drivers = DriverRegistry(drivers)
         else:
             self.drivers = DriverRegistry.from_settings(self.settings, self.db)
-        if clock is None:
-            clock = next(
-                (d.clock for d in self.drivers.drivers if hasattr(d, "clock")), SystemClock()
-            )
-        self.clock: Clock = clock
+        self.clock: Clock = clock if clock is not None else clock_of(self.drivers)
         self.events = EventBus()
         if on_event is not None:
             self.events.subscribe(on_event)
@@ -133,6 +130,8 @@ class Orchestrator:
         #: the one way this orchestrator's migrations run (lease, engine, outcome)
         self.runner = Runner(self.context, self.backend, self.owner)
         self.leases = self.runner.leases
+        #: the queries (records with their phases from this runner's logbooks, hosts, instances)
+        self.reads = ReadSide(self.context, self.runner.logbooks.phases)
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="ferry-run")
         self._handles: dict[str, MigrationHandle] = {}
         self._jobstore: JobStore | None = None
@@ -146,34 +145,23 @@ class Orchestrator:
         return self.events.subscribe(callback)
 
     def hosts(self) -> builtins.list[dict[str, Any]]:
-        """Every host with capacity, usage, what migrations in flight have claimed on it, how
-        many migrations are in flight into or out of it, its host groups and its NUMA cells (free
-        pCPUs and memory per cell). The host state cache is refreshed from the drivers first;
-        hosts with migrations in flight show ferry's accounting."""
-        self.refresh_host_states()
-        return [
-            s.to_dict() for s in self.claims.host_states() if self.drivers.has_host(s.host.name)
-        ]
+        """Every host with capacity, usage, claims, migrations in flight, host groups and NUMA
+        cells, the host state cache refreshed first (:meth:`ferry.readside.ReadSide.hosts`)."""
+        return self.reads.hosts()
 
     def refresh_host_states(self) -> None:
         """Refresh the scheduler's host state cache from every driver now."""
-        refresh_host_states(self.context, force=True)
+        self.reads.refresh_host_states()
 
     def instances(self) -> builtins.list[Instance]:
-        return self.drivers.list_instances()
+        return self.reads.instances()
 
     def get(self, migration_id: str) -> Migration:
         """The migration record with its phases (state, seconds, error) from the logbook."""
-        record = self.migrations.get(migration_id)
-        record.phases = self.runner.logbooks.phases(migration_id)
-        return record
+        return self.reads.get(migration_id)
 
     def list(self, status: str | None = None, limit: int | None = None) -> builtins.list[Migration]:
-        if status is not None and status not in {s.value for s in MigrationStatus}:
-            raise errors.ConfigError(
-                f"unknown status {status!r}; one of {', '.join(s.value for s in MigrationStatus)}"
-            )
-        return self.migrations.list(status=status, limit=limit)
+        return self.reads.list(status=status, limit=limit)
 
     # ---------------------------------------------------------------- migrate
     def live_migrate(

@@ -1,4 +1,5 @@
-"""The resolver handed to every task: repositories, drivers, clock and event bus.
+"""The resolver handed to every task: repositories, drivers, clock and event bus; and the
+refresh of the scheduler's host state cache from the drivers (for tasks and readers alike).
 
 It is injected into each engine *transiently* (never persisted): the store keeps plain JSON, and
 a resumed run gets the resolver of the process that resumes it. Tests build their own.
@@ -88,3 +89,14 @@ class Context:
         """Raise :class:`MigrationCancelled` when someone asked to abort this migration."""
         if self.migrations.field(migration_id, "abort_requested"):
             raise MigrationCancelled(migration_id, when)
+
+
+def refresh_host_states(context: Context, *, force: bool = False) -> None:
+    """Refresh the host state cache from every driver when it is empty or its oldest report is
+    older than ``[scheduler] host_state_ttl`` (or when ``force``); otherwise do nothing, so
+    scheduling reads the database and calls no hypervisor."""
+    count, oldest = context.claims.cache_age()
+    now = context.claims.now()
+    ttl = context.settings.scheduler.host_state_ttl
+    if force or count == 0 or oldest is None or now - oldest > ttl:
+        context.claims.refresh_hosts(context.drivers.host_infos(), reported_at=now, complete=True)

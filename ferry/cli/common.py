@@ -28,6 +28,7 @@ class State:
         self.config = config
         self.verbose = verbose
         self._orch: Any = None
+        self._reads: Any = None
         self._store: Any = None
 
     def orchestrator(self, database_url: str | None = None) -> Any:
@@ -36,6 +37,15 @@ class State:
 
             self._orch = Orchestrator(database_url or self.db, config=self.config)
         return self._orch
+
+    def reads(self) -> Any:
+        """The queries of the read commands (ferry.readside.ReadSide): records, phases, hosts and
+        instances without the runner, so no TaskFlow engine, networkx or Alembic is imported."""
+        if self._reads is None:
+            from ferry.readside import ReadSide
+
+            self._reads = ReadSide.open(self.db, config=self.config)
+        return self._reads
 
     def store(self) -> Any:
         """Read access to runs (ferry.viz.RunStore): the database only, no driver, no hypervisor."""

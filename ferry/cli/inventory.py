@@ -16,7 +16,7 @@ from ferry.cli.output import console, print_hosts
 @guarded
 def hosts(state: State, as_json: bool) -> None:
     """Hosts with capacity, usage, claims, migrations in flight and NUMA cells."""
-    data = state.orchestrator().hosts()
+    data = state.reads().hosts()
     if as_json:
         emit_json(data)
     else:
@@ -29,7 +29,7 @@ def hosts(state: State, as_json: bool) -> None:
 @guarded
 def instances(state: State, as_json: bool) -> None:
     """Instances and where they run."""
-    data = [i.to_dict() for i in state.orchestrator().instances()]
+    data = [i.to_dict() for i in state.reads().instances()]
     if as_json:
         emit_json(data)
         return

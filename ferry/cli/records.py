@@ -22,7 +22,7 @@ from ferry.cli.output import console, print_migration, run_with_progress
 @guarded
 def list_(state: State, status: str | None, limit: int | None, as_json: bool) -> None:
     """Migrations, newest first."""
-    items = state.orchestrator().list(status=status, limit=limit)
+    items = state.reads().list(status=status, limit=limit)
     if as_json:
         emit_json([migration_json(m) for m in items])
         return
@@ -66,7 +66,7 @@ def show(state: State, migration_id: str, timeline: bool, width: int | None, as_
             bars = width or max(20, min(80, console.width - 62))
             console.print(timeline_text(view, bars), soft_wrap=True)
         return
-    m = state.orchestrator().get(migration_id)
+    m = state.reads().get(migration_id)
     if as_json:
         emit_json(migration_json(m))
     else:

@@ -25,13 +25,18 @@ DEFAULT_DB_ENV = "FERRY_DB"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+def data_directory() -> Path:
+    """ferry's directory in the user's data directory (``$XDG_DATA_HOME/ferry``): the default
+    database files live here, and it is the one directory ferry creates for them."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "ferry"
+
+
 def default_database_url() -> str:
     """``$FERRY_DB``, else an SQLite file in the user's data directory."""
     env = os.environ.get(DEFAULT_DB_ENV)
     if env:
         return env
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "ferry"
-    return f"sqlite:///{base / 'ferry.db'}"
+    return f"sqlite:///{data_directory() / 'ferry.db'}"
 
 
 def safe_url(url: str | sa.URL) -> str:
@@ -40,6 +45,18 @@ def safe_url(url: str | sa.URL) -> str:
         return sa.make_url(url).render_as_string(hide_password=True)
     except Exception:  # pragma: no cover - an unparsable URL carries nothing to hide
         return "<unparsable database URL>"
+
+
+def _sqlite_directory(path: Path, url: sa.URL) -> None:
+    """Create ferry's data directory for a file in it; any other file's directory must exist (a
+    typo in ``--db`` must not make a fresh database somewhere)."""
+    if path.parent.is_dir():
+        return
+    if path.parent.absolute() != data_directory().absolute():
+        raise ConfigError(
+            f"cannot open database {safe_url(url)}: the directory {path.parent} does not exist"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -83,7 +100,7 @@ class Database:
             if memory:
                 kwargs["poolclass"] = pool.StaticPool
             else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _sqlite_directory(Path(database).expanduser(), parsed)
                 kwargs["poolclass"] = pool.QueuePool
                 kwargs["pool_size"] = 8
                 kwargs["max_overflow"] = 16
@@ -115,15 +132,17 @@ class Database:
 
     # -------------------------------------------------------------------- schema
     def upgrade(self) -> None:
-        """Create or upgrade ferry's schema (Alembic) and TaskFlow's tables. Idempotent."""
+        """Create or upgrade ferry's schema (Alembic) and TaskFlow's tables. Idempotent; a
+        database at the heads costs one query."""
         with self._upgrade_lock:
             if self._upgraded:
                 return
             try:
-                schema.upgrade(self.engine, self)
+                if not schema.is_current(self.engine):  # one query; Alembic only if not
+                    schema.upgrade(self.engine, self)
             except ConfigError:
                 raise
-            except sa.exc.OperationalError as exc:
+            except sa.exc.DBAPIError as exc:  # unreachable, locked, or a file that is no database
                 raise ConfigError(
                     f"cannot open database {safe_url(self.url)}: {exc.orig or exc}"
                 ) from None

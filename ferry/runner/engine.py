@@ -23,6 +23,7 @@ from ferry.context import Context
 from ferry.flows import constants as c
 from ferry.flows.live_migration import get_live_migration_flow
 from ferry.model import MigrationRequest, PhaseState
+from ferry.runner.phases import atom_facts, phase_states
 
 #: the flow detail's meta key holding the store's inputs
 STORE_META_KEY = "ferry_store"
@@ -88,25 +89,10 @@ class Logbooks:
         """Every phase's state, duration and error, read from the logbook."""
         try:
             with contextlib.closing(self.backend.get_connection()) as conn:
-                atoms = {ad.name: ad for ad in conn.get_atoms_for_flow(migration_id)}
+                atoms = {ad.name: atom_facts(ad) for ad in conn.get_atoms_for_flow(migration_id)}
         except tf_exc.StorageFailure:
             return []
-        phases = []
-        for name in c.ALL_ATOMS:
-            ad = atoms.get(name)
-            if ad is None:
-                continue
-            ts = (ad.meta or {}).get("timestamps", {})
-            start = ts.get(states.RUNNING)
-            end = ts.get(states.SUCCESS) or ts.get(states.FAILURE)
-            seconds = round(end - start, 3) if start and end and end >= start else None
-            error = ad.failure.exception_str if ad.failure is not None else None
-            phases.append(
-                PhaseState(
-                    name=name, state=ad.state or states.PENDING, seconds=seconds, error=error
-                )
-            )
-        return phases
+        return phase_states(atoms)
 
     def find(self, migration_id: str) -> Any | None:
         """The run's flow detail, or None when it has no logbook."""

@@ -9,7 +9,7 @@ from typing import Any
 from taskflow import retry
 
 from ferry import errors
-from ferry.context import Context
+from ferry.context import Context, refresh_host_states
 from ferry.model import Instance, MigrationRequest
 from ferry.scheduler.claims import NO_ROOM
 from ferry.scheduler.scheduler import HostScheduler, anti_affinity
@@ -70,17 +70,6 @@ def host_rejected(ctx: Context, migration_id: str, exc: errors.MigrationPreCheck
         "rejected",
         exc.reason if exc.phase == "check" else f"{exc.phase}: {exc.reason}",
     )
-
-
-def refresh_host_states(context: Context, *, force: bool = False) -> None:
-    """Refresh the host state cache from every driver when it is empty or its oldest report is
-    older than ``[scheduler] host_state_ttl`` (or when ``force``); otherwise do nothing, so
-    scheduling reads the database and calls no hypervisor."""
-    count, oldest = context.claims.cache_age()
-    now = context.claims.now()
-    ttl = context.settings.scheduler.host_state_ttl
-    if force or count == 0 or oldest is None or now - oldest > ttl:
-        context.claims.refresh_hosts(context.drivers.host_infos(), reported_at=now, complete=True)
 
 
 def validate_placement(context: Context, instance: Instance, request: MigrationRequest) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+import sqlalchemy as sa
 
 from ferry import NoValidHost, Orchestrator
 from ferry.drivers.simulated import SimulatedDriver
@@ -76,3 +77,23 @@ def test_crash_and_resume(pg_url: str) -> None:
     assert_on(sim, "web-1", "compute-3")
     assert_nothing_held(orch, sim)
     orch.close()
+
+
+def test_the_one_query_schema_check(pg_url: str) -> None:
+    """On PostgreSQL the check reads ferry's and TaskFlow's version tables and the indexes."""
+    from ferry.persistence import schema
+
+    db = Database(pg_url)
+    assert not schema.is_current(db.engine)  # a new database: the version tables are missing
+    db.upgrade()
+    assert schema.is_current(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '40fc8c914bd2'"))
+    assert not schema.is_current(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '00af93df9d77'"))
+        conn.execute(sa.text("DROP INDEX ix_ferry_flowdetails_parent"))
+    assert not schema.is_current(db.engine)
+    Database(pg_url).upgrade()
+    assert schema.is_current(db.engine)
+    db.close()

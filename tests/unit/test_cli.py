@@ -104,6 +104,36 @@ def test_bad_database_url_and_bad_toml(env: dict[str, str], tmp_path: Path) -> N
     assert rc == 2 and "not valid TOML" in err and err.count("\n") == 1
 
 
+def test_a_file_that_is_no_database_is_one_line_naming_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("this is not an SQLite database\n" * 100)
+    for args in (("list", "--json"), ("hosts",), ("migrate", "web-1")):
+        rc, out, err = ferry({**env, "FERRY_DB": f"sqlite:///{junk}"}, *args)
+        assert rc != 0 and out == ""
+        assert err.count("\n") == 1 and err.startswith("ferry: error: cannot open database ")
+        assert str(junk) in err and "not a database" in err
+    assert junk.read_text() == "this is not an SQLite database\n" * 100
+
+
+def test_a_missing_directory_is_an_error_except_the_default_location(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    typo = tmp_path / "typo" / "dir" / "x.db"
+    for args in (("--db", f"sqlite:///{typo}", "list"), ("--db", f"sqlite:///{typo}", "demo")):
+        rc, out, err = ferry(env, *args)
+        assert rc != 0 and out == ""
+        assert err.count("\n") == 1 and err.startswith("ferry: error: cannot open database ")
+        assert f"the directory {typo.parent} does not exist" in err
+    assert not (tmp_path / "typo").exists()
+    # ferry's data directory is the one that is made
+    data = tmp_path / "data"
+    no_db_env: dict[str, str | None] = {**env, "FERRY_DB": None, "XDG_DATA_HOME": str(data)}
+    rc, out, _ = ferry(no_db_env, "list", "--json")  # type: ignore[arg-type]
+    assert rc == 0 and json.loads(out) == [] and (data / "ferry" / "ferry.db").is_file()
+
+
 def test_database_url_from_the_config_file(tmp_path: Path) -> None:
     db_file = tmp_path / "from-config.db"
     cfg = tmp_path / "ferry.toml"

@@ -96,3 +96,56 @@ def test_help_lists_the_same_as_click_does_for_the_loaded_commands() -> None:
         plain_help = CliRunner().invoke(plain, ["--help"], terminal_width=width).stdout
         assert lazy_help.split("Commands:")[1] == plain_help.split("Commands:")[1]
         assert "migrate" in lazy_help and "Live-migrate VM (name or UUID)." in lazy_help
+
+
+# ------------------------------------------------------------------------ read commands
+#: the read commands, each with and without --json ("ID": the migration made by the fixture)
+READ_COMMANDS = [
+    (*cmd, *flag)
+    for cmd in (("list",), ("show", "ID"), ("hosts",), ("instances",))
+    for flag in ((), ("--json",))
+]
+
+
+@pytest.fixture(scope="module")
+def read_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str]:
+    """A small database (one completed migration on the simulated cluster) and its env."""
+    import os
+
+    from ferry import Orchestrator
+
+    tmp = tmp_path_factory.mktemp("reads")
+    cfg = tmp / "ferry.toml"
+    cfg.write_text("[simulated]\nspeed = 0\n[migration]\npost_retry_delay = 0\n")
+    env = {
+        **os.environ,
+        "FERRY_DB": f"sqlite:///{tmp / 'reads.db'}",
+        "FERRY_CONFIG": str(cfg),
+        "COLUMNS": "250",  # the tables' ids unwrapped
+    }
+    with Orchestrator(env["FERRY_DB"], config=cfg) as orch:
+        migration = orch.live_migrate("api-1", "compute-3")
+    return env, migration.id
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+def test_read_commands_load_nothing_heavy(
+    read_env: tuple[dict[str, str], str], args: tuple[str, ...]
+) -> None:
+    """``ferry list/show/hosts/instances`` open the database and the drivers only: no Alembic
+    (the schema is checked with one query), no TaskFlow engine, networkx, Flask or API."""
+    env, migration_id = read_env
+    argv = [migration_id if a == "ID" else a for a in args]
+    code = f"from ferry.cli import cli\ncli({argv!r}, prog_name='ferry', standalone_mode=False)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", PRELUDE + code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    modules = set(json.loads(done.stderr.strip().splitlines()[-1]))
+    assert "ferry.readside" in modules and "sqlalchemy" in modules  # it did open the database
+    assert heavy(modules) == []
+    assert not any(m.startswith("taskflow.persistence.backends") for m in modules)
+    if args[0] in ("list", "show"):
+        assert migration_id in done.stdout
+    if args[0] == "show" and "--json" in args:
+        assert [p["name"] for p in json.loads(done.stdout)["phases"]][-1] == "complete"

@@ -226,3 +226,58 @@ def test_revision_0006_moves_the_progress_key_into_the_column_and_back(db: Datab
     with db.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert [d for d in diffs if "ferry_migrations" in repr(d)] == []
+
+
+# ------------------------------------------------------------- the one-query schema check
+def test_the_heads_named_for_the_check_are_the_scripts_heads() -> None:
+    """The heads :func:`schema.is_current` compares with are Alembic's for ferry's scripts and
+    TaskFlow's (a new revision must update them, else every start would upgrade)."""
+    import os
+
+    import taskflow.persistence.backends.sqlalchemy as tf_sqlalchemy
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from ferry.persistence import schema
+
+    assert schema.head_revisions() == schema.ferry_heads()
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", os.path.join(os.path.dirname(tf_sqlalchemy.__file__), "alembic")
+    )
+    assert frozenset(ScriptDirectory.from_config(cfg).get_heads()) == schema.TASKFLOW_HEADS
+
+
+def test_is_current_sees_an_old_version_and_a_missing_table_or_index(db: Database) -> None:
+    from ferry.persistence import schema
+
+    assert schema.is_current(db.engine)
+    (head,) = schema.ferry_heads()
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ferry_alembic_version SET version_num = '0005_numa_claims'"))
+    assert not schema.is_current(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ferry_alembic_version SET version_num = :v"), {"v": head})
+    assert schema.is_current(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_ferry_atomdetails_parent"))
+    assert not schema.is_current(db.engine)
+    Database(db.url).upgrade()  # the upgrade runs, and makes the index again
+    assert schema.is_current(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE ferry_alembic_version"))
+    assert not schema.is_current(db.engine)
+
+
+def test_an_up_to_date_database_opens_without_alembic(db: Database) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom ferry.persistence.db import Database\n"
+        f"Database({db.url!r}).upgrade()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
