@@ -79,3 +79,43 @@ class Finished:
         if not self.orch.get(migration_id).done:
             assert event.wait(timeout), f"migration {migration_id} did not finish"
         return self.orch.get(migration_id)
+
+
+def read_events(
+    url: str, token: str, query: str = "", *, last_id: str | None = None, until: Any = None
+) -> list[dict[str, Any]]:
+    """Read ``/api/v1/events`` until ``until(event)`` is true; each event as a dict with
+    ``event``, ``id`` (or None) and ``data`` (parsed)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    events: list[dict[str, Any]] = []
+    try:
+        conn.request("GET", f"/api/v1/events{query}", headers=headers)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type", "").startswith(
+            "text/event-stream"
+        )
+        current: dict[str, Any] = {}
+        while True:
+            line = resp.fp.readline().decode().rstrip("\n")
+            if line.startswith(":") or line.startswith("retry:"):
+                continue
+            if line:
+                key, _, value = line.partition(": ")
+                current[key] = value
+                continue
+            if "event" in current:
+                event = {
+                    "event": current["event"],
+                    "id": current.get("id"),
+                    "data": json.loads(current["data"]),
+                }
+                events.append(event)
+                if until is not None and until(event):
+                    return events
+            current = {}
+    finally:
+        conn.close()
