@@ -132,8 +132,8 @@ def document(version: str) -> dict[str, Any]:
                         "description": "JSON, DOT or SVG.",
                         "content": {
                             _JSON: {"schema": {"type": "object"}},
-                            "text/vnd.graphviz": {"schema": {"type": "string"}},
-                            "image/svg+xml": {"schema": {"type": "string"}},
+                            "text/vnd.graphviz": {},
+                            "image/svg+xml": {},
                         },
                     },
                     _ID,
@@ -156,7 +156,7 @@ def document(version: str) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "An event stream.",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {"text/event-stream": {}},
                         },
                         **_AUTH,
                     },
