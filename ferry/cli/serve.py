@@ -85,7 +85,10 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    server.stopping.set()
+    click.echo(
+        "ferry serve: stopping; runs in progress suspend and resume at the next start", err=True
+    )
+    server.shutdown()
 
 
 @click.group()

@@ -112,9 +112,9 @@ class MigrationCollector:
             "Migrations not finished, by status and phase.",
             labels=["status", "phase"],
         )
-        for status in MigrationStatus:
-            if not status.terminal and not any(s == status.value for s, _ in in_flight):
-                flight.add_metric([status.value, "none"], 0)
+        for each in MigrationStatus:
+            if not each.terminal and not any(s == each.value for s, _ in in_flight):
+                flight.add_metric([each.value, "none"], 0)
         for (status, phase), n in sorted(in_flight.items()):
             flight.add_metric([status, phase], n)
         yield total
@@ -143,5 +143,5 @@ def _mb(progress: dict[str, Any], key: str) -> float:
 def exposition(collector: MigrationCollector) -> bytes:
     """The text format of one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     return generate_latest(registry)

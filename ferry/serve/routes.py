@@ -117,7 +117,11 @@ def make_blueprint(
         page = rows[offset : offset + limit]
         nxt = None
         if offset + limit < len(rows):
-            args = {**request.args.to_dict(), "offset": offset + limit, "limit": limit}
+            args: dict[str, Any] = {
+                **request.args.to_dict(),
+                "offset": offset + limit,
+                "limit": limit,
+            }
             nxt = url_for("api_v1.index", **args)
         return jsonify({"migrations": [_migration_json(m) for m in page], "next": nxt})
 

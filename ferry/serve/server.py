@@ -106,7 +106,6 @@ class ServiceServer:
             )
         except OSError as exc:
             raise errors.ConfigError(f"cannot listen on {listen}: {exc.strerror}") from None
-        self._server.daemon_threads = True
         self.port: int = self._server.server_port
         self._thread: threading.Thread | None = None
         self.recovered = self.workers.recover() if recover else []

@@ -16,6 +16,8 @@ import threading
 from ferry import errors
 from ferry.api import Orchestrator
 from ferry.model import MigrationRequest, MigrationStatus
+from ferry.runner.lease import HandOff, Lease
+from ferry.runner.runner import FINISHED_FLOW_STATES
 
 LOG = logging.getLogger(__name__)
 DEFAULT_WORKERS = 4
@@ -32,6 +34,7 @@ class Workers:
         self._pool = concurrent.futures.ThreadPoolExecutor(limit, thread_name_prefix="ferry-serve")
         self._lock = threading.Lock()
         self._queued: set[str] = set()
+        self.stopping = threading.Event()
 
     def accept(self, request: MigrationRequest) -> str:
         """Validate and persist the request (record, instance lock, logbook; or the job), then
@@ -46,6 +49,8 @@ class Workers:
     def start(self, migration_id: str) -> bool:
         """Queue a run of ``migration_id`` unless one is queued or running here already."""
         with self._lock:
+            if self.stopping.is_set():
+                return False
             if migration_id in self._queued:
                 return False
             self._queued.add(migration_id)
@@ -53,8 +58,25 @@ class Workers:
         return True
 
     def _run(self, migration_id: str) -> None:
+        runner = self.orch.runner
         try:
-            self.orch.resume(migration_id)
+            record = self.orch.migrations.get(migration_id)
+            if record.done and runner.flow_state(migration_id) in (*FINISHED_FLOW_STATES, None):
+                return
+            # the same run as Orchestrator.resume, with a lease that suspends the run at its
+            # next step when the server stops (the next start resumes it)
+            lease = Lease(
+                runner.leases,
+                migration_id,
+                runner.owner,
+                self.orch.settings.runner.lease_seconds,
+                stopping=self.stopping,
+            )
+            result = runner.run(migration_id, lease)
+            if not self.stopping.is_set():
+                runner.outcome(result)
+        except HandOff:
+            LOG.info("migration %s suspended: the server is stopping", migration_id)
         except errors.MigrationInProgress as exc:
             LOG.info("migration %s: not run here: %s", migration_id, exc)
         except errors.FerryError as exc:
@@ -84,5 +106,8 @@ class Workers:
         with self._lock:
             return len(self._queued)
 
-    def close(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+    def close(self) -> None:
+        """Stop: runs in progress suspend at their next step (their leases are released, so
+        the next start, or any runner, continues them); queued runs do not start."""
+        self.stopping.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,35 @@ def test_sigkill_loses_no_accepted_migration(env: dict[str, str]) -> None:
             assert where[m.instance_name or ""] == m.destination != m.source
             assert orch.runner.flow_state(mid) == "SUCCESS"
         assert len(orch.list()) == 3  # nothing was run twice as a new migration
+
+
+def test_stop_suspends_runs_and_the_next_start_resumes_them(tmp_path: Path) -> None:
+    from ferry.config import MigrationSettings, Settings, SimulatedSettings
+    from ferry.serve import ServiceServer
+    from tests.serve.helpers import Finished
+
+    settings = Settings(
+        simulated=SimulatedSettings(speed=1.0), migration=MigrationSettings(post_retry_delay=0.0)
+    )
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    with Orchestrator(url, settings=settings) as orch:
+        _, token = TokenStore(orch.db).create("ops", "operator")
+        running = threading.Event()
+        orch.subscribe(lambda e: running.set() if e.kind == "progress" else None)
+        server = ServiceServer(orch, "127.0.0.1:0", poll_seconds=0.05).start()
+        reply = call(
+            server.url, "POST", "/api/v1/migrations", token=token, body={"instance": "web-1"}
+        )
+        mid = reply.json["id"]
+        assert running.wait(30)  # the transfer is under way
+        server.shutdown()
+        record = orch.get(mid)
+        assert not record.done and orch.leases.get(mid) is None  # suspended, lease released
+    with Orchestrator(url, settings=settings) as orch:
+        finished = Finished(orch)
+        server = ServiceServer(orch, "127.0.0.1:0", poll_seconds=0.05).start()
+        try:
+            assert server.recovered == [mid]
+            assert finished.wait(mid).status == "completed"
+        finally:
+            server.shutdown()
