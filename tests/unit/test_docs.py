@@ -17,8 +17,8 @@ for writers):
 * the word ``ID`` stands for the newest migration's id; a line must exit 0, or the code its
   comment names (``ferry abort ID   # exit 1: ...``);
 * after a block that used ``--detach``, the test waits until every migration has ended;
-* ``ferry web``, ``ferry serve`` and ``ferry conductor`` serve until stopped: a block with them must say why it is
-  not run.
+* ``ferry web``, ``ferry serve`` and ``ferry conductor`` serve until stopped: a block with them
+  must say why it is not run.
 """
 
 from __future__ import annotations
