@@ -17,7 +17,12 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ferry.api import Orchestrator
-from ferry.serve.metrics import CONTENT_TYPE, MigrationCollector, exposition
+from ferry.serve.metrics import (
+    CONTENT_TYPE,
+    MigrationCollector,
+    exposition,
+    rejection_reasons,
+)
 from ferry.serve.routes import ApiError, error_response, make_blueprint
 from ferry.serve.tokens import Role, TokenStore
 from ferry.serve.workers import Workers
@@ -46,7 +51,9 @@ def create_service_app(
     app.register_blueprint(
         make_blueprint(orch, workers, stopping=stopping, poll_seconds=poll_seconds)
     )
-    collector = MigrationCollector(lambda: orch.migrations.list(), _driver_names(orch))
+    collector = MigrationCollector(
+        lambda: orch.migrations.list(), _driver_names(orch), lambda: rejection_reasons(orch.db)
+    )
 
     def metrics() -> Response:
         return Response(exposition(collector), content_type=CONTENT_TYPE)

@@ -9,6 +9,8 @@ server. Names follow KubeVirt's migration metrics where they map:
 - ``ferry_migration_duration_seconds``: histogram, creation to the terminal status
 - ``ferry_migration_downtime_seconds``: histogram, the downtime limit the completed transfers
   reached (``downtime_ms`` of their last progress report)
+- ``ferry_reschedules_total{reason}``: destinations rejected and another tried, by the phase
+  that rejected them (``check_destination``, ``pre_live_migration``, ``claim``...)
 - ``ferry_migration_data_processed_bytes`` / ``_data_remaining_bytes`` /
   ``_memory_transfer_rate_bytes{migration, instance}``: per running migration
 """
@@ -16,10 +18,12 @@ server. Names follow KubeVirt's migration metrics where they map:
 from __future__ import annotations
 
 import bisect
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -30,6 +34,10 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ferry.model import Migration, MigrationStatus
+from ferry.persistence.db import Database
+from ferry.persistence.models import AttemptRow
+
+AT = cast(sa.Table, AttemptRow.__table__)
 
 MB = 1024 * 1024
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -60,10 +68,14 @@ class MigrationCollector:
     """
 
     def __init__(
-        self, records: Callable[[], list[Migration]], driver_of: Callable[[str | None], str]
+        self,
+        records: Callable[[], list[Migration]],
+        driver_of: Callable[[str | None], str],
+        rejections: Callable[[], list[str | None]] = list,
     ) -> None:
         self.records = records
         self.driver_of = driver_of
+        self.rejections = rejections
 
     def collect(self) -> Iterator[Metric]:
         records = self.records()
@@ -117,8 +129,16 @@ class MigrationCollector:
                 flight.add_metric([each.value, "none"], 0)
         for (status, phase), n in sorted(in_flight.items()):
             flight.add_metric([status, phase], n)
+        reschedules = CounterMetricFamily(
+            "ferry_reschedules",
+            "Destinations rejected (another was tried), by the phase that rejected them.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(Counter(map(reason_kind, self.rejections())).items()):
+            reschedules.add_metric([reason], n)
         yield total
         yield flight
+        yield reschedules
         yield _histogram(
             "ferry_migration_duration_seconds",
             "Seconds from creation to the terminal status.",
@@ -134,6 +154,22 @@ class MigrationCollector:
         yield processed
         yield remaining
         yield rate
+
+
+_KIND = re.compile(r"^([A-Za-z][\w-]{0,40}):")
+
+
+def reason_kind(reason: str | None) -> str:
+    """A bounded label from a rejection reason: the phase it starts with, else "other"."""
+    match = _KIND.match(reason or "")
+    return match.group(1) if match else "other"
+
+
+def rejection_reasons(db: Database) -> list[str | None]:
+    """The reasons of every rejected destination in the database."""
+    with db.connect() as conn:
+        q = sa.select(AT.c.reason).where(AT.c.outcome == "rejected")
+        return [r for (r,) in conn.execute(q)]
 
 
 def _mb(progress: dict[str, Any], key: str) -> float:

@@ -23,6 +23,7 @@ def test_metrics_move_with_runs(service: Service, orch: Orchestrator) -> None:
     before = scrape(service)
     completed = ("ferry_migrations_total", (("driver", "simulated"), ("outcome", "completed")))
     assert completed not in before
+    assert not any(name == "ferry_reschedules_total" for name, _ in before)
     assert before[("ferry_migration_duration_seconds_count", ())] == 0
     assert before[("ferry_migrations_in_flight", (("phase", "none"), ("status", "accepted")))] == 0
     waiting = orch.create("api-1")  # accepted, not run
@@ -36,6 +37,8 @@ def test_metrics_move_with_runs(service: Service, orch: Orchestrator) -> None:
     service.finished.wait(mid)
     after = scrape(service)
     assert after[completed] == 1
+    # the demo cluster's compute-2 fails its destination check: one reschedule
+    assert after[("ferry_reschedules_total", (("reason", "check_destination"),))] == 1
     assert after[("ferry_migration_duration_seconds_count", ())] == 1
     assert after[("ferry_migration_downtime_seconds_count", ())] == 1
     assert after[("ferry_migration_downtime_seconds_sum", ())] > 0
@@ -74,3 +77,11 @@ def test_running_migration_reports_bytes(orch: Orchestrator) -> None:
     assert values[("ferry_migration_data_remaining_bytes", m.id)] == 1024 * 1024
     assert values[("ferry_migration_memory_transfer_rate_bytes", m.id)] == 512 * 1024
     assert values[("ferry_migrations_in_flight", None)] == 1
+
+
+def test_reason_kinds_are_bounded() -> None:
+    from ferry.serve.metrics import reason_kind
+
+    assert reason_kind("check_destination: unable to connect: refused") == "check_destination"
+    assert reason_kind("anti-affinity: db-1 runs here") == "anti-affinity"
+    assert reason_kind("host is down") == "other" and reason_kind(None) == "other"
