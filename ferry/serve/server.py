@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import ssl
 import threading
 from typing import Any
@@ -28,6 +29,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise errors.ConfigError(f"--listen expects HOST:PORT, got {listen!r}")
     return host, int(port)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def is_loopback(host: str) -> bool:
@@ -101,12 +106,16 @@ class ServiceServer:
         self.host = host
         self.scheme = "https" if ssl_context is not None else "http"
         try:
-            self._server: Any = make_server(
-                host, port, self.app, threaded=True, ssl_context=ssl_context
-            )
+            # bound here: werkzeug prints and exits on a bind error, ferry says it in one line
+            sock = socket.create_server((host, port), family=_family(host), backlog=128)
         except OSError as exc:
+            self.workers.close()
             raise errors.ConfigError(f"cannot listen on {listen}: {exc.strerror}") from None
-        self.port: int = self._server.server_port
+        with sock:
+            self._server: Any = make_server(
+                host, port, self.app, threaded=True, ssl_context=ssl_context, fd=sock.fileno()
+            )
+        self.port: int = self._server.port
         self._thread: threading.Thread | None = None
         self.recovered = self.workers.recover() if recover else []
 
