@@ -63,6 +63,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("ferry.cli.records:list_", "Migrations, newest first."),
     "migrate": ("ferry.cli.migrate:migrate", "Live-migrate VM (name or UUID)."),
     "resume": ("ferry.cli.records:resume", "Continue a migration whose runner died."),
+    "serve": (
+        "ferry.cli.serve:serve",
+        "Serve the web pages, the JSON API (/api/v1, bearer tokens), live events and /metrics; "
+        "unfinished migrations are resumed at start.",
+    ),
     "show": (
         "ferry.cli.records:show",
         "One migration: phases, hosts tried and why, status history, error.",
@@ -71,6 +76,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ferry.cli.jobstore:submit",
         "Post a live migration of VM to the job board ([jobboard] url); a conductor runs it. "
         "Prints the migration id and returns at once.",
+    ),
+    "token": (
+        "ferry.cli.serve:token",
+        "Bearer tokens of `ferry serve`: create (printed once), list, revoke.",
     ),
     "web": (
         "ferry.cli.viz:web",

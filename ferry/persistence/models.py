@@ -193,3 +193,18 @@ class LeaseRow(Base):
     acquired_at: Mapped[float] = mapped_column(sa.Float)
     heartbeat_at: Mapped[float] = mapped_column(sa.Float)
     expires_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class ApiTokenRow(Base):
+    """A bearer token of ``ferry serve``: its public id, role and a salted hash of its secret
+    (the token itself is shown once, at creation, and stored nowhere)."""
+
+    __tablename__ = "ferry_api_tokens"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(32))
+    salt: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    revoked_at: Mapped[float | None] = mapped_column(sa.Float)

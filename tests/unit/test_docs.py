@@ -17,8 +17,8 @@ for writers):
 * the word ``ID`` stands for the newest migration's id; a line must exit 0, or the code its
   comment names (``ferry abort ID   # exit 1: ...``);
 * after a block that used ``--detach``, the test waits until every migration has ended;
-* ``ferry web`` and ``ferry conductor`` serve until stopped: a block with them must say why it is
-  not run.
+* ``ferry web``, ``ferry serve`` and ``ferry conductor`` serve until stopped: a block with them
+  must say why it is not run.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ NOT_RUN = re.compile(r"<!--\s*not run:(.*?)-->\s*$", re.S)
 EXIT = re.compile(r"#\s*exit (\d+)\b")
 EXPORT = re.compile(r"^export (\w+)=(\S+.*)$")
 PLACEHOLDER = re.compile(r"(?<![\w-])ID(?![\w-])")
-SERVERS = {"web", "conductor"}
+SERVERS = {"web", "conductor", "serve"}
 TERMINAL = {"completed", "failed", "cancelled", "error"}
 FAST_CONFIG = "[simulated]\nspeed = 0\n[migration]\npost_retry_delay = 0\n"
 MAX_README_LINES = 200
