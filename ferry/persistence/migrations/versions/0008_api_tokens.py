@@ -1,7 +1,7 @@
 """the bearer tokens of ``ferry serve``
 
-Revision ID: 0007_api_tokens
-Revises: 0006_transfer_started
+Revision ID: 0008_api_tokens
+Revises: 0007_host_down_reason
 Create Date: 2026-12-07 18:00:00.000000
 
 ``ferry_api_tokens``: one row per token (public id, unique name, role, salt, salted SHA-256 of the
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_api_tokens"
-down_revision = "0006_transfer_started"
+revision = "0008_api_tokens"
+down_revision = "0007_host_down_reason"
 branch_labels = None
 depends_on = None
 
