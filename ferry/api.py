@@ -23,11 +23,13 @@ from ferry import errors
 from ferry.clock import Clock
 from ferry.config import Settings, load_settings
 from ferry.context import Callback, Context, Event, EventBus
+from ferry.drain.service import DrainHandle, DrainOptions, DrainService
 from ferry.drivers.base import Driver
 from ferry.drivers.registry import DriverRegistry
 from ferry.jobs.limits import SlotRepository
 from ferry.jobs.store import JobStore
 from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus
+from ferry.model.drain import Drain, PlanEntry
 from ferry.persistence.db import Database, default_database_url
 from ferry.persistence.repository import MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
@@ -134,6 +136,8 @@ class Orchestrator:
         self.reads = ReadSide(self.context, self.runner.logbooks.phases)
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="ferry-run")
         self._handles: dict[str, MigrationHandle] = {}
+        #: host maintenance: plans, records and drives drains (their migrations are ordinary)
+        self.drain_service = DrainService(self.runner, lambda request: self.create(request))
         self._jobstore: JobStore | None = None
         # the job store's concurrency slots are held until the record is terminal, whichever
         # process makes it so (a conductor, or `ferry abort` reverting a queued job)
@@ -274,13 +278,76 @@ class Orchestrator:
         if MigrationStatus(status).terminal:
             SlotRepository(self.db, self.settings.limits).release(migration_id)
 
+    # ------------------------------------------------------------------ drains
+    def drain(
+        self,
+        host: str,
+        *,
+        max_parallel: int | None = None,
+        to: str | None = None,
+        to_group: str | None = None,
+        order: str = "smallest",
+        reason: str | None = None,
+        wait: bool = True,
+    ) -> Any:
+        """Empty ``host`` with live migrations: it is disabled for scheduling in the
+        transaction that records the drain; at most ``max_parallel`` migrations run at once
+        (default: ``[limits] per_source``). Bad input raises at once and changes nothing
+        (:mod:`ferry.drain.service`). ``wait=True``: returns the finished :class:`Drain`;
+        ``wait=False``: a :class:`DrainHandle` at once. Progress events: kind ``drain``."""
+        options = DrainOptions(host, max_parallel, to, to_group, order, reason)
+        drain_id = self.drain_service.start(options)
+        if wait:
+            return self.drain_service.run(drain_id)
+        return DrainHandle(
+            self.drain_service, drain_id, self._pool.submit(self.drain_service.run, drain_id)
+        )
+
+    def plan_drain(
+        self,
+        host: str,
+        *,
+        max_parallel: int | None = None,
+        to: str | None = None,
+        to_group: str | None = None,
+        order: str = "smallest",
+    ) -> builtins.list[PlanEntry]:
+        """The plan of draining ``host`` (each guest's destination, or why it is skipped);
+        bad input raises as for :meth:`drain`; nothing is recorded or changed."""
+        return self.drain_service.plan(DrainOptions(host, max_parallel, to, to_group, order))
+
+    def undrain(self, host: str) -> str | None:
+        """Enable ``host`` for scheduling again; returns the drain that disabled it. Raises
+        HostDraining while a drain of ``host`` is running."""
+        return self.drain_service.undrain(host)
+
+    def drains(self) -> builtins.list[Drain]:
+        """Every drain, newest first."""
+        return self.reads.drains()
+
+    def get_drain(self, drain_id: str) -> Drain:
+        """One drain with its guests (DrainNotFound if there is none)."""
+        return self.reads.get_drain(drain_id)
+
+    def is_drain(self, record_id: str) -> bool:
+        """Whether ``record_id`` names a drain (else it names a migration, or nothing)."""
+        return self.reads.is_drain(record_id)
+
+    def abort_drain(self, drain_id: str) -> Drain:
+        """Stop a drain: no new migrations, the ones in flight abort before their switchover,
+        guests already moved stay moved; the drain ends ``cancelled``."""
+        return self.drain_service.abort(drain_id)
+
     # ----------------------------------------------------------------- resume
     def resume(self, migration_id: str, wait: bool = True) -> Any:
-        """Continue a run left behind (a crashed process, or one created without running).
+        """Continue a run left behind (a crashed process, or one created without running); a
+        drain's id continues the drain (its migrations in flight through their own resume).
 
         Raises MigrationInProgress while another runner's lease is live. A finished migration is
         returned as it is.
         """
+        if self.is_drain(migration_id):
+            return self.drain_service.run(migration_id)
         record = self.migrations.get(migration_id)
         if record.done and self.runner.flow_state(migration_id) in (*FINISHED_FLOW_STATES, None):
             return record if wait else self._finished_handle(record)
@@ -299,7 +366,8 @@ class Orchestrator:
         Works from any process: the runner notices within one poll. A migration nobody is running
         is reverted here and now. Aborting a cancelled migration is a no-op. Raises AbortTooLate
         after the switchover, for a finished migration, and when the migration completed or
-        passed its switchover meanwhile (before its runner saw the request).
+        passed its switchover meanwhile (before its runner saw the request). (A drain's id: see
+        :meth:`abort_drain`.)
         """
         record = self.migrations.get(migration_id)
         if record.done:
@@ -343,6 +411,11 @@ class Orchestrator:
         Works from any process: the runner's monitor acts within one poll. Raises
         :class:`~ferry.errors.InvalidMigrationState` unless the migration is transferring.
         """
+        if self.is_drain(migration_id):
+            raise errors.ConfigError(
+                f"{migration_id} is a drain: force-complete one of its migrations "
+                f"(`ferry show {migration_id}` lists them)"
+            )
         record = self.migrations.get(migration_id)
         if record.status not in (MigrationStatus.RUNNING, MigrationStatus.PREPARING):
             raise errors.InvalidMigrationState(migration_id, record.status, "force-complete")
@@ -402,4 +475,4 @@ def as_request(request: str | MigrationRequest, **fields: Any) -> MigrationReque
     )
 
 
-__all__ = ["MigrationHandle", "Orchestrator", "as_request"]
+__all__ = ["DrainHandle", "MigrationHandle", "Orchestrator", "as_request"]

@@ -177,3 +177,13 @@ class MigrationFailed(FerryError):
         self.migration_id = migration_id
         self.status = status
         self.error = error
+
+
+class DrainNotFound(FerryError):
+    def __init__(self, drain_id: str) -> None:
+        super().__init__(f"drain {drain_id!r} not found", drain_id)
+        self.drain_id = drain_id
+
+
+class HostDraining(FerryError):
+    """A drain of the host is running (a second drain, or ``undrain``, is refused)."""

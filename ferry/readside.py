@@ -21,7 +21,9 @@ from ferry.config import load_settings
 from ferry.context import Context, EventBus, refresh_host_states
 from ferry.drivers.registry import DriverRegistry
 from ferry.model import Instance, Migration, MigrationStatus, PhaseState
+from ferry.model.drain import Drain
 from ferry.persistence.db import Database, default_database_url
+from ferry.persistence.drains import DrainRepository
 from ferry.persistence.repository import MigrationRepository
 from ferry.runner.phases import read_phases
 from ferry.scheduler.repository import ClaimRepository
@@ -41,6 +43,7 @@ class ReadSide:
     ) -> None:
         self.context = context
         self.phases = phases or functools.partial(read_phases, context.db)
+        self.drain_records = DrainRepository(context.db)
 
     @classmethod
     def open(
@@ -94,6 +97,18 @@ class ReadSide:
                 f"unknown status {status!r}; one of {', '.join(s.value for s in MigrationStatus)}"
             )
         return self.context.migrations.list(status=status, limit=limit)
+
+    def drains(self) -> builtins.list[Drain]:
+        """Every drain, newest first, with its guests."""
+        return self.drain_records.list()
+
+    def get_drain(self, drain_id: str) -> Drain:
+        """One drain with its guests (DrainNotFound if there is none)."""
+        return self.drain_records.get(drain_id)
+
+    def is_drain(self, record_id: str) -> bool:
+        """Whether ``record_id`` names a drain (else it names a migration, or nothing)."""
+        return self.drain_records.exists(record_id)
 
     def close(self) -> None:
         """Close the drivers and the database (only for a read side made by :meth:`open`)."""

@@ -23,7 +23,7 @@ from ferry.cli.common import State
 COMMANDS: dict[str, tuple[str, str]] = {
     "abort": (
         "ferry.cli.records:abort",
-        "Abort a migration before its switchover (the VM stays on the source).",
+        "Abort a migration before its switchover (the VM stays on the source), or a drain.",
     ),
     "conductor": (
         "ferry.cli.jobstore:conductor",
@@ -35,6 +35,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Migrate a VM on the simulated cluster; its first-choice destination fails its check, so "
         "the reschedule shows.",
     ),
+    "drain": (
+        "ferry.cli.drain:drain",
+        "Empty HOST for maintenance: disable it for scheduling and live-migrate every running "
+        "guest away, at most --max-parallel at once. Exits 0 only when HOST holds no running "
+        "guest.",
+    ),
+    "drains": ("ferry.cli.drain:drains", "Drains (host maintenance), newest first."),
     "export": (
         "ferry.cli.viz:export",
         "A run as JSON for other tools: record, atom states and timings, attempts, timeline, "
@@ -62,7 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "list": ("ferry.cli.records:list_", "Migrations, newest first."),
     "migrate": ("ferry.cli.migrate:migrate", "Live-migrate VM (name or UUID)."),
-    "resume": ("ferry.cli.records:resume", "Continue a migration whose runner died."),
+    "resume": (
+        "ferry.cli.records:resume",
+        "Continue a migration (or a drain) whose runner died.",
+    ),
     "serve": (
         "ferry.cli.serve:serve",
         "Serve the web pages, the JSON API (/api/v1, bearer tokens), live events and /metrics; "
@@ -70,7 +80,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "show": (
         "ferry.cli.records:show",
-        "One migration: phases, hosts tried and why, status history, error.",
+        "One migration: phases, hosts tried and why, status history, error; or one drain.",
     ),
     "submit": (
         "ferry.cli.jobstore:submit",
@@ -80,6 +90,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "token": (
         "ferry.cli.serve:token",
         "Bearer tokens of `ferry serve`: create (printed once), list, revoke.",
+    ),
+    "undrain": (
+        "ferry.cli.drain:undrain",
+        "Enable HOST for scheduling again (refused while a drain of HOST is running).",
     ),
     "web": (
         "ferry.cli.viz:web",

@@ -194,10 +194,8 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
             h["name"],
             h["driver"],
             f"{h['hypervisor_type']} {h['hypervisor_version']}",
-            "yes"
-            if h["up"]
-            else "[red]no[/red]" + (f": {h['down_reason']}" if h.get("down_reason") else ""),
-            "yes" if h["enabled"] else "no",
+            up_text(h),
+            "yes" if h["enabled"] else _disabled(h),
             f"{h['vcpus_used']}/{h['vcpus']}",
             f"{h['memory_mb_used']}/{h['memory_mb']}",
             f"{h['disk_gb_used']}/{h['disk_gb']}",
@@ -208,6 +206,15 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
             *([",".join(h.get("groups") or []) or "-"] if grouped else []),
         )
     console.print(t)
+
+
+def _disabled(h: dict[str, Any]) -> str:
+    """``no``, or ``no (drain ID: reason)`` for a host a drain disabled."""
+    if not h.get("drain"):
+        return "no"
+    return f"no (drain {h['drain']}" + (
+        f": {h['disabled_reason']})" if h.get("disabled_reason") else ")"
+    )
 
 
 def format_cells(cells: list[dict[str, Any]]) -> str:

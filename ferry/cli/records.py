@@ -55,7 +55,11 @@ def list_(state: State, status: str | None, limit: int | None, as_json: bool) ->
 @click.pass_obj
 @guarded
 def show(state: State, migration_id: str, timeline: bool, width: int | None, as_json: bool) -> None:
-    """One migration: phases, hosts tried and why, status history, error."""
+    """One migration: phases, hosts tried and why, status history, error; or one drain."""
+    if not timeline and state.reads().is_drain(migration_id):
+        from ferry.cli.drain import show_drain
+
+        return show_drain(state, migration_id, as_json)
     if timeline:
         from ferry.viz import timeline_rows, timeline_text
 
@@ -80,8 +84,12 @@ def show(state: State, migration_id: str, timeline: bool, width: int | None, as_
 @click.pass_obj
 @guarded
 def resume(state: State, migration_id: str, quiet: bool, as_json: bool) -> None:
-    """Continue a migration whose runner died."""
+    """Continue a migration (or a drain) whose runner died."""
     orch = state.orchestrator()
+    if orch.is_drain(migration_id):
+        from ferry.cli.drain import resume_drain
+
+        return resume_drain(state, migration_id, as_json)
     if quiet:
         try:
             m = orch.resume(migration_id)
@@ -99,7 +107,11 @@ def resume(state: State, migration_id: str, quiet: bool, as_json: bool) -> None:
 @click.pass_obj
 @guarded
 def abort(state: State, migration_id: str, as_json: bool) -> None:
-    """Abort a migration before its switchover (the VM stays on the source)."""
+    """Abort a migration before its switchover (the VM stays on the source), or a drain."""
+    if state.orchestrator().is_drain(migration_id):
+        from ferry.cli.drain import abort_drain
+
+        return abort_drain(state, migration_id, as_json)
     m = state.orchestrator().abort(migration_id)
     if as_json:
         emit_json(migration_json(m))

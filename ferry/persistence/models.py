@@ -208,3 +208,48 @@ class ApiTokenRow(Base):
     hash: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[float] = mapped_column(sa.Float)
     revoked_at: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class DrainRow(Base):
+    """A drain: one host emptied by live migrations (see :mod:`ferry.model.drain`)."""
+
+    __tablename__ = "ferry_drains"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255), index=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    options: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    abort_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    updated_at: Mapped[float] = mapped_column(sa.Float)
+    finished_at: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class DrainGuestRow(Base):
+    """A guest of a drain: its state, its migration (an ordinary record) and destination."""
+
+    __tablename__ = "ferry_drain_guests"
+
+    drain_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("ferry_drains.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_uuid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    instance_name: Mapped[str] = mapped_column(sa.String(255))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    state: Mapped[str] = mapped_column(sa.String(32))
+    migration_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    destination: Mapped[str | None] = mapped_column(sa.String(255))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    updated_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class HostMaintenanceRow(Base):
+    """A host disabled for scheduling by a drain, until ``undrain`` (one row per host)."""
+
+    __tablename__ = "ferry_host_maintenance"
+
+    host: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    drain_id: Mapped[str] = mapped_column(sa.String(36))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    since: Mapped[float] = mapped_column(sa.Float)

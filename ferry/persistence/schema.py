@@ -38,6 +38,7 @@ def ferry_heads() -> frozenset[str]:
             (revisions if kind == "revision" else parents).add(value)
     return frozenset(revisions - parents)
 
+
 #: TaskFlow's version table on PostgreSQL and the head of its revisions in the installed taskflow
 #: (a test keeps it equal to TaskFlow's scripts; a newer taskflow only makes every start upgrade).
 #: On SQLite TaskFlow creates its tables from its metadata and keeps no version.

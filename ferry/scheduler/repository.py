@@ -15,7 +15,7 @@ from ferry.model.numa import Pinning
 from ferry.persistence.db import Database
 from ferry.scheduler import claims as claim_ops
 from ferry.scheduler import state as host_state
-from ferry.scheduler.state import CL, HS
+from ferry.scheduler.state import CL, HM, HS
 
 
 class ClaimRepository:
@@ -56,6 +56,12 @@ class ClaimRepository:
                 sa.select(sa.func.count(), sa.func.min(HS.c.updated_at)).where(HS.c.up.is_(True))
             ).one()
         return int(row[0]), (float(row[1]) if row[1] is not None else None)
+
+    def maintenance_of(self, host: str) -> str | None:
+        """The id of the drain that disabled ``host`` for scheduling (None: not disabled)."""
+        with self.db.connect() as conn:
+            found = conn.execute(sa.select(HM.c.drain_id).where(HM.c.host == host)).scalar()
+        return None if found is None else str(found)
 
     def claimed(self) -> dict[str, tuple[int, int, int]]:
         """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""

@@ -35,7 +35,7 @@ from ferry.model.numa import GuestRequest
 from ferry.persistence.db import Database
 from ferry.scheduler.filters import FILTERS, Filter, Weighers, in_group, not_with, reasons_of
 from ferry.scheduler.numa import numa_fit_filter
-from ferry.scheduler.state import CELLS, CL, HS, HostState, load_states
+from ferry.scheduler.state import CELLS, CL, HM, HS, HostState, load_states
 
 LOG = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ class HostScheduler:
             HS.c.name != source.name,
             HS.c.up.is_(True),
             HS.c.enabled.is_(True),
+            HS.c.name.not_in(sa.select(HM.c.host)),
             HS.c.hypervisor_type == source.hypervisor_type,
             HS.c.hypervisor_version >= source.hypervisor_version,
             free_mb >= instance.memory_mb,

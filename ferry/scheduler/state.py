@@ -32,13 +32,21 @@ from sqlalchemy.engine import Connection
 
 from ferry.model import Host
 from ferry.model.numa import HostNumaState, NumaCell, NumaTopology
-from ferry.persistence.models import ClaimRow, HostNumaCellRow, HostStateRow, PcpuClaimRow
+from ferry.persistence.models import (
+    ClaimRow,
+    HostMaintenanceRow,
+    HostNumaCellRow,
+    HostStateRow,
+    PcpuClaimRow,
+)
 from ferry.scheduler.filters import HostCandidate
 
 HS = cast(sa.Table, HostStateRow.__table__)
 CL = cast(sa.Table, ClaimRow.__table__)
 CELLS = cast(sa.Table, HostNumaCellRow.__table__)
 PC = cast(sa.Table, PcpuClaimRow.__table__)
+#: hosts a drain disabled for scheduling (until ``undrain``): read as ``enabled = False``
+HM = cast(sa.Table, HostMaintenanceRow.__table__)
 
 #: ``Host.labels`` keys naming the host aggregates a host belongs to (``groups``: comma-separated)
 GROUP_LABELS = ("group", "groups")
@@ -120,6 +128,8 @@ class HostState:
     cells: tuple[CellUsage, ...] = ()
     in_flight: int = 0
     groups: frozenset[str] = field(default_factory=frozenset)
+    #: the drain that disabled the host (``{"drain": id, "reason": text}``), if one did
+    maintenance: Mapping[str, Any] | None = None
 
     @property
     def numa(self) -> HostNumaState | None:
@@ -155,6 +165,8 @@ class HostState:
             migrations_in_flight=self.in_flight,
             groups=sorted(self.groups),
             numa_cells=[c.to_dict() for c in self.cells],
+            drain=(self.maintenance or {}).get("drain"),
+            disabled_reason=(self.maintenance or {}).get("reason"),
         )
 
 
@@ -301,6 +313,7 @@ def load_states(conn: Connection, names: Collection[str] | None = None) -> list[
     cells_q = sa.select(CELLS).order_by(CELLS.c.host, CELLS.c.cell)
     pcpu_q = sa.select(PC.c.host, PC.c.cell, PC.c.pcpu)
     flight_q = sa.select(CL.c.host, sa.func.count()).group_by(CL.c.host)
+    maint_q = sa.select(HM.c.host, HM.c.drain_id, HM.c.reason)
     if names is not None:
         wanted = sorted(set(names))
         if not wanted:
@@ -309,6 +322,8 @@ def load_states(conn: Connection, names: Collection[str] | None = None) -> list[
         cells_q = cells_q.where(CELLS.c.host.in_(wanted))
         pcpu_q = pcpu_q.where(PC.c.host.in_(wanted))
         flight_q = flight_q.where(CL.c.host.in_(wanted))
+        maint_q = maint_q.where(HM.c.host.in_(wanted))
+    maintenance = {h: {"drain": d, "reason": r} for h, d, r in conn.execute(maint_q)}
     claimed_pcpus: dict[tuple[str, int], set[int]] = defaultdict(set)
     for h, cell, pcpu in conn.execute(pcpu_q):
         claimed_pcpus[(h, int(cell))].add(int(pcpu))
@@ -340,7 +355,7 @@ def load_states(conn: Connection, names: Collection[str] | None = None) -> list[
             memory_mb_used=int(r["memory_mb_used"]),
             disk_gb_used=int(r["disk_gb_used"]),
             up=bool(r["up"]),
-            enabled=bool(r["enabled"]),
+            enabled=bool(r["enabled"]) and r["name"] not in maintenance,
             storage_group=r["storage_group"],
             labels=dict(r["labels"] or {}),
             down_reason=r["down_reason"],
@@ -356,6 +371,7 @@ def load_states(conn: Connection, names: Collection[str] | None = None) -> list[
                 cells=tuple(cells.get(host.name, ())),
                 in_flight=in_flight.get(host.name, 0),
                 groups=frozenset(g for g in (r["groups"] or "").split(",") if g),
+                maintenance=maintenance.get(host.name),
             )
         )
     return out

@@ -41,6 +41,13 @@ class CheckHypervisor(FerryTask):
                 raise errors.MigrationPreCheckError(
                     destination, "host is disabled", "check-hypervisor"
                 )
+            drain = context.claims.maintenance_of(destination)
+            if drain is not None:
+                raise errors.MigrationPreCheckError(
+                    destination,
+                    f"host is disabled for maintenance (drain {drain})",
+                    "check-hypervisor",
+                )
             why = hypervisor_mismatch(src, dst)
             if why:
                 raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")
