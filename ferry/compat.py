@@ -15,18 +15,29 @@ changes what these functions touch:
   of the cost. TaskFlow only uses the lock as ``with lock.read_lock():`` /
   ``with lock.write_lock():``; it is the private ``storage._lock`` (``storage.lock`` reads it).
 
+* :func:`sqlalchemy_backend`: TaskFlow's SQL backend module without Alembic. ``impl_sqlalchemy``
+  imports its ``migration`` module at the top, and that imports Alembic (about a quarter of a
+  second of a command's start), which only an upgrade of TaskFlow's schema on PostgreSQL uses.
+  The module is put in ``sys.modules`` as a stand-in that imports the real one the first time
+  one of its names is read (``migration.db_sync`` in an upgrade).
+
 Failure type names are read through the public ``iter(failure)``.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
+import types
 from typing import Any
 
 import taskflow.version
 
 _COMPILER = "_compiler"
 _STORAGE_LOCK = "_lock"
+_SQL_BACKEND = "taskflow.persistence.backends.impl_sqlalchemy"
+_SQL_MIGRATION = "taskflow.persistence.backends.sqlalchemy.migration"
 
 
 class TaskFlowChanged(RuntimeError):
@@ -76,3 +87,27 @@ def share_compilation(engine: Any, shared: Any | None) -> Any:
 def type_names(failure: Any) -> list[str]:
     """The exception type names of a TaskFlow ``Failure``, most specific first."""
     return list(failure)
+
+
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module until one of its names is read."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def sqlalchemy_backend() -> types.ModuleType:
+    """``taskflow.persistence.backends.impl_sqlalchemy``, imported without Alembic (see the
+    module doc)."""
+    loaded = sys.modules.get(_SQL_BACKEND)
+    if loaded is not None:
+        return loaded
+    if _SQL_MIGRATION not in sys.modules:
+        sys.modules[_SQL_MIGRATION] = _Deferred(_SQL_MIGRATION)
+    module = importlib.import_module(_SQL_BACKEND)
+    _require(module, "migration")
+    return module

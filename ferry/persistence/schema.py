@@ -122,8 +122,11 @@ def is_current(engine: sa.Engine) -> bool:
 
 def upgrade(engine: sa.Engine, db: HasUrl) -> None:
     """Bring ferry's tables and TaskFlow's logbook tables behind ``engine`` to the head."""
-    from alembic import command
-    from taskflow.persistence.backends import impl_sqlalchemy
+    from alembic import (
+        command,
+    )  # only here: an upgrade is the one use of Alembic and TaskFlow's SQL
+
+    from ferry.compat import sqlalchemy_backend  # backend, so the read commands import neither
 
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -133,7 +136,7 @@ def upgrade(engine: sa.Engine, db: HasUrl) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "heads")
     # TaskFlow's own upgrade (its Alembic scripts), through its stock backend on the same engine
-    backend = impl_sqlalchemy.SQLAlchemyBackend({"connection": db.url}, engine=engine)
+    backend = sqlalchemy_backend().SQLAlchemyBackend({"connection": db.url}, engine=engine)
     with contextlib.closing(backend.get_connection()) as tf_conn:
         tf_conn.upgrade()
     # TaskFlow's schema has no index on the parent columns: every logbook read and flow update

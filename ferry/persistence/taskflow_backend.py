@@ -41,10 +41,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import sql
 from taskflow import exceptions as tf_exc
 from taskflow.persistence import models
-from taskflow.persistence.backends import impl_sqlalchemy
 from taskflow.persistence.backends.sqlalchemy import tables
 
+from ferry.compat import sqlalchemy_backend
 from ferry.persistence.db import Database
+
+impl_sqlalchemy: Any = sqlalchemy_backend()
 
 #: atom columns an update never sets (identity, parentage, creation) or sets itself (updated_at)
 _ATOM_KEYS = ("uuid", "parent_uuid", "atom_type", "name", "created_at", "updated_at")

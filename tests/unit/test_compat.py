@@ -4,6 +4,9 @@ These fail loudly when a TaskFlow release renames or changes them (ferry pins 6.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -67,3 +70,19 @@ def test_failure_type_names_most_specific_first() -> None:
     assert names == ["KeyError", "LookupError", "Exception"]
     restored = failure.Failure.from_dict(f.to_dict())
     assert compat.type_names(restored) == names
+
+
+def test_taskflow_sql_backend_loads_without_alembic_until_an_upgrade_needs_it() -> None:
+    """ferry's TaskFlow backend imports TaskFlow's SQL backend without Alembic; the deferred
+    ``migration`` module still hands out ``db_sync`` (and Alembic) when an upgrade asks."""
+    code = (
+        "import sys, json\n"
+        "import ferry.persistence.taskflow_backend\n"
+        "before = 'alembic' in sys.modules\n"
+        "from taskflow.persistence.backends import impl_sqlalchemy\n"
+        "sync = impl_sqlalchemy.migration.db_sync\n"
+        "print(json.dumps([before, callable(sync), 'alembic' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [False, True, True]
