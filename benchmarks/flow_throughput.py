@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from taskflow import engines, task
-from taskflow import flow as tf_flow
+from taskflow import engines, flow as tf_flow, task
 from taskflow.patterns import linear_flow
 from taskflow.persistence.backends import impl_memory, impl_sqlalchemy
 

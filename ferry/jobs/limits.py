@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ferry.config import LimitSettings
-from ferry.persistence.db import Database
+from ferry.persistence.db import Database, dialect_insert
 
 from .tables import COUNTERS, SLOTS
 
@@ -174,7 +173,4 @@ class SlotRepository:
 
 
 def _insert_ignore(conn: sa.Connection, key: str) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(postgresql.insert(COUNTERS).values(key=key, used=0).on_conflict_do_nothing())
-    else:
-        conn.execute(sqlite.insert(COUNTERS).values(key=key, used=0).on_conflict_do_nothing())
+    conn.execute(dialect_insert(conn, COUNTERS).values(key=key, used=0).on_conflict_do_nothing())

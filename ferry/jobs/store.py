@@ -17,8 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from taskflow import exceptions as tf_exc
-from taskflow import states as tf_states
+from taskflow import exceptions as tf_exc, states as tf_states
 
 from ferry.errors import JobBoardUnavailable
 from ferry.persistence.db import Database

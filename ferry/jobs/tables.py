@@ -1,4 +1,4 @@
-"""The job store's tables (on ferry's declarative ``Base``; Alembic revision ``0004_jobstore``
+"""The job store's tables (Core tables on ferry's ``METADATA``; Alembic revision ``0004_jobstore``
 creates them).
 
 * ``ferry_jobs``: one row per migration posted to a job board: the job's id, how often conductors
@@ -13,51 +13,42 @@ creates them).
 
 from __future__ import annotations
 
-from typing import cast
-
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
 
-from ferry.persistence.models import Base
+from ferry.persistence.models import METADATA
 
-
-class JobRow(Base):
-    """A migration's job on the board."""
-
-    __tablename__ = "ferry_jobs"
-
-    migration_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    job_uuid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
-    job_name: Mapped[str | None] = mapped_column(sa.String(255))
-    board: Mapped[str | None] = mapped_column(sa.String(512))  # URL, password masked
-    posted_at: Mapped[float | None] = mapped_column(sa.Float)
-    dispatches: Mapped[int] = mapped_column(sa.Integer, default=0)
-    last_owner: Mapped[str | None] = mapped_column(sa.String(255))
-    last_dispatch_at: Mapped[float | None] = mapped_column(sa.Float)
-    consumed_at: Mapped[float | None] = mapped_column(sa.Float, index=True)
-    consumed_by: Mapped[str | None] = mapped_column(sa.String(255))
-    outcome: Mapped[str | None] = mapped_column(sa.String(32))
+# A migration's job on the board.
+JOBS = sa.Table(
+    "ferry_jobs",
+    METADATA,
+    sa.Column("migration_id", sa.String(36), primary_key=True),
+    sa.Column("job_uuid", sa.String(64), index=True),
+    sa.Column("job_name", sa.String(255)),
+    sa.Column("board", sa.String(512)),  # URL, password masked
+    sa.Column("posted_at", sa.Float),
+    sa.Column("dispatches", sa.Integer, default=0, nullable=False),
+    sa.Column("last_owner", sa.String(255)),
+    sa.Column("last_dispatch_at", sa.Float),
+    sa.Column("consumed_at", sa.Float, index=True),
+    sa.Column("consumed_by", sa.String(255)),
+    sa.Column("outcome", sa.String(32)),
+)
 
 
-class SlotCounterRow(Base):
-    """How many migrations hold a slot of ``key`` (``total``, ``source:H``, ``destination:H``)."""
-
-    __tablename__ = "ferry_slot_counters"
-
-    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
-    used: Mapped[int] = mapped_column(sa.Integer, default=0)
-
-
-class SlotRow(Base):
-    """Migration ``migration_id`` holds a slot of ``key``."""
-
-    __tablename__ = "ferry_slots"
-
-    migration_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True, index=True)
-    acquired_at: Mapped[float] = mapped_column(sa.Float)
+# How many migrations hold a slot of ``key`` (``total``, ``source:H``, ``destination:H``).
+COUNTERS = sa.Table(
+    "ferry_slot_counters",
+    METADATA,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("used", sa.Integer, default=0, nullable=False),
+)
 
 
-JOBS = cast(sa.Table, JobRow.__table__)
-COUNTERS = cast(sa.Table, SlotCounterRow.__table__)
-SLOTS = cast(sa.Table, SlotRow.__table__)
+# Migration ``migration_id`` holds a slot of ``key``.
+SLOTS = sa.Table(
+    "ferry_slots",
+    METADATA,
+    sa.Column("migration_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(300), primary_key=True, index=True),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+)

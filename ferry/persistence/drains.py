@@ -13,11 +13,7 @@ import sqlalchemy as sa
 from ferry.errors import DrainNotFound, HostDraining
 from ferry.model.drain import Drain, DrainGuest, DrainStatus
 from ferry.persistence.db import Database
-from ferry.persistence.models import DrainGuestRow, DrainRow, HostMaintenanceRow
-
-DR = cast(sa.Table, DrainRow.__table__)
-DG = cast(sa.Table, DrainGuestRow.__table__)
-HM = cast(sa.Table, HostMaintenanceRow.__table__)
+from ferry.persistence.models import DRAIN_GUESTS as DG, DRAINS as DR, HOST_MAINTENANCE as HM
 
 _ACTIVE = (DrainStatus.PLANNING.value, DrainStatus.RUNNING.value)
 

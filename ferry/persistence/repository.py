@@ -10,25 +10,18 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ferry.errors import MigrationInProgress, MigrationNotFound
 from ferry.model import Attempt, Instance, Migration, MigrationStatus, StatusChange
-from ferry.persistence.db import Database
+from ferry.persistence.db import Database, dialect_insert
 from ferry.persistence.models import (
-    AttemptRow,
-    InstanceLockRow,
-    LeaseRow,
-    MigrationEventRow,
-    MigrationRow,
+    ATTEMPTS as AT,
+    INSTANCE_LOCKS as LOCK,
+    LEASES as LS,
+    MIGRATION_EVENTS as EV,
+    MIGRATIONS as M,
 )
-
-M = cast(sa.Table, MigrationRow.__table__)
-EV = cast(sa.Table, MigrationEventRow.__table__)
-AT = cast(sa.Table, AttemptRow.__table__)
-LOCK = cast(sa.Table, InstanceLockRow.__table__)
-LS = cast(sa.Table, LeaseRow.__table__)
 
 
 class Requests(NamedTuple):
@@ -65,8 +58,7 @@ def _select_fields(names: tuple[str, ...]) -> sa.Select[Any]:
 def _upsert_stmt(
     dialect: str, table: sa.Table, keys: tuple[str, ...], cols: tuple[str, ...]
 ) -> Any:
-    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    ins = dialect_insert(table)
+    ins = dialect_insert(dialect, table)
     if cols:
         return ins.on_conflict_do_update(
             index_elements=list(keys), set_={c: ins.excluded[c] for c in cols}

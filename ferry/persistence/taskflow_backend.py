@@ -37,8 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import sql
+from sqlalchemy import exc as sa_exc, sql
 from taskflow import exceptions as tf_exc
 from taskflow.persistence import models
 from taskflow.persistence.backends.sqlalchemy import tables

@@ -13,8 +13,7 @@ import dataclasses
 import threading
 from typing import Any
 
-from taskflow import engines, states
-from taskflow import exceptions as tf_exc
+from taskflow import engines, exceptions as tf_exc, states
 from taskflow.persistence import models as tf_models
 
 from ferry import compat, errors

@@ -25,8 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from taskflow import exceptions as tf_exc
-from taskflow import states
+from taskflow import exceptions as tf_exc, states
 from taskflow.types import notifier
 
 from ferry import errors

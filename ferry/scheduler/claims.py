@@ -31,21 +31,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ferry.model import Instance
 from ferry.model.numa import GuestRequest, HostNumaState, NumaCell, NumaTopology, Pinning
-from ferry.persistence.models import ClaimRow, HostNumaCellRow, HostStateRow, PcpuClaimRow
+from ferry.persistence.db import dialect_insert
+from ferry.persistence.models import (
+    CLAIMS as CL,
+    HOST_NUMA_CELLS as CELLS,
+    HOST_STATES as HS,
+    PCPU_CLAIMS as PC,
+)
 from ferry.scheduler.numa import NO_TOPOLOGY
-
-HS = cast(sa.Table, HostStateRow.__table__)
-CL = cast(sa.Table, ClaimRow.__table__)
-CELLS = cast(sa.Table, HostNumaCellRow.__table__)
-PC = cast(sa.Table, PcpuClaimRow.__table__)
 
 DESTINATION = "destination"
 SOURCE = "source"
@@ -156,10 +156,6 @@ class ClaimRefused(Exception):
         self.reason = reason
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def lock_host(conn: Connection, host: str) -> bool:
     """Take the host-state row's lock until the transaction ends (PostgreSQL ``FOR NO KEY
     UPDATE``: it does not block the key-share locks of foreign keys; SQLite's ``BEGIN
@@ -230,7 +226,7 @@ def take(
             }
             for vcpu, pcpu in enumerate(pinning.vcpu_to_pcpu)
         ]
-        ins = _insert(conn)(PC).values(rows).on_conflict_do_nothing().returning(PC.c.pcpu)
+        ins = dialect_insert(conn, PC).values(rows).on_conflict_do_nothing().returning(PC.c.pcpu)
         taken = len(conn.execute(ins).all())
         if taken != len(rows):  # never under the host lock; the primary key is the last word
             raise ClaimRefused(f"pCPUs {sorted(pinning.pcpus)} were claimed by another migration")
@@ -253,7 +249,9 @@ def take(
         },
     )
     if source is not None and source != host:
-        hold = _insert(conn)(CL).on_conflict_do_nothing(index_elements=["migration_id", "host"])
+        hold = dialect_insert(conn, CL).on_conflict_do_nothing(
+            index_elements=["migration_id", "host"]
+        )
         conn.execute(
             hold,
             {

@@ -13,8 +13,7 @@ from sqlalchemy.engine import Connection
 from ferry.model import Host, Instance
 from ferry.model.numa import Pinning
 from ferry.persistence.db import Database
-from ferry.scheduler import claims as claim_ops
-from ferry.scheduler import state as host_state
+from ferry.scheduler import claims as claim_ops, state as host_state
 from ferry.scheduler.state import CL, HM, HS
 
 

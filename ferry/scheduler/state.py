@@ -24,29 +24,24 @@ import functools
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ferry.model import Host
 from ferry.model.numa import HostNumaState, NumaCell, NumaTopology
+from ferry.persistence.db import dialect_insert
 from ferry.persistence.models import (
-    ClaimRow,
-    HostMaintenanceRow,
-    HostNumaCellRow,
-    HostStateRow,
-    PcpuClaimRow,
+    CLAIMS as CL,
+    HOST_MAINTENANCE as HM,
+    HOST_NUMA_CELLS as CELLS,
+    HOST_STATES as HS,
+    PCPU_CLAIMS as PC,
 )
 from ferry.scheduler.filters import HostCandidate
 
-HS = cast(sa.Table, HostStateRow.__table__)
-CL = cast(sa.Table, ClaimRow.__table__)
-CELLS = cast(sa.Table, HostNumaCellRow.__table__)
-PC = cast(sa.Table, PcpuClaimRow.__table__)
 #: hosts a drain disabled for scheduling (until ``undrain``): read as ``enabled = False``
-HM = cast(sa.Table, HostMaintenanceRow.__table__)
 
 #: ``Host.labels`` keys naming the host aggregates a host belongs to (``groups``: comma-separated)
 GROUP_LABELS = ("group", "groups")
@@ -175,8 +170,7 @@ class HostState:
 def _upserts(dialect: str) -> tuple[Any, Any]:
     """The report and cell upserts of :func:`write_reports` for ``dialect``, built once
     (building an ``ON CONFLICT`` statement costs more than running it)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    ins = insert(HS)
+    ins = dialect_insert(dialect, HS)
     keep_usage = sa.or_(_busy(), HS.c.accounted_at > ins.excluded.updated_at)
     set_: dict[str, Any] = {c: ins.excluded[c] for c in _CAPACITY}
     for col in _USAGE:
@@ -184,7 +178,7 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
     hosts = ins.on_conflict_do_update(
         index_elements=["name"], set_=set_, where=HS.c.updated_at <= ins.excluded.updated_at
     )
-    cins = insert(CELLS)
+    cins = dialect_insert(dialect, CELLS)
     cols = ("cpus", "memory_mb", "pinned", "n_cpus", "n_pinned", "used_mb")
     cells = cins.on_conflict_do_update(
         index_elements=["host", "cell"], set_={c: cins.excluded[c] for c in cols}

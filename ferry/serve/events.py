@@ -16,10 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ferry.persistence.db import Database
-from ferry.persistence.models import MigrationEventRow, MigrationRow
+from ferry.persistence.models import MIGRATION_EVENTS as EV, MIGRATIONS as M
 
-EV = MigrationEventRow.__table__
-M = MigrationRow.__table__
 KEEPALIVE_SECONDS = 15.0
 
 

@@ -21,7 +21,7 @@ import bisect
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
@@ -35,9 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ferry.model import Migration, MigrationStatus
 from ferry.persistence.db import Database
-from ferry.persistence.models import AttemptRow
-
-AT = cast(sa.Table, AttemptRow.__table__)
+from ferry.persistence.models import ATTEMPTS as AT
 
 MB = 1024 * 1024
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

@@ -17,15 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import cast
 
 import sqlalchemy as sa
 
 from ferry import errors
 from ferry.persistence.db import Database
-from ferry.persistence.models import ApiTokenRow
+from ferry.persistence.models import API_TOKENS as T
 
-T = cast(sa.Table, ApiTokenRow.__table__)
 PREFIX = "ferry_"
 _TOKEN = re.compile(r"^ferry_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from taskflow import exceptions as tf_exc
-from taskflow import states
+from taskflow import exceptions as tf_exc, states
 
 from ferry.flows import constants as c
 from ferry.model import Migration, PhaseState

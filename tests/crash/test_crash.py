@@ -162,9 +162,9 @@ def test_a_remote_runner_lease_is_honoured_until_it_expires(db_url: str) -> None
     with pytest.raises(MigrationInProgress, match="other-machine"):
         orch.resume(mid)
     with orch.db.connect() as conn:  # the other machine stops renewing: its lease runs out
-        from ferry.persistence.models import LeaseRow
+        from ferry.persistence.models import LEASES
 
-        conn.execute(LeaseRow.__table__.update().values(expires_at=0))
+        conn.execute(LEASES.update().values(expires_at=0))
     assert orch.resume(mid).status == "completed"
     assert_nothing_held(orch, sim)
     orch.close()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ferry import Orchestrator
 from ferry.drivers.simulated import SimulatedDriver
-from ferry.drivers.simulated.tables import SimInstanceRow
+from ferry.drivers.simulated.tables import INSTANCES
 from ferry.model import MigrationStatus
 from tests.flows.helpers import assert_on
 from tests.scheduler.helpers import host, vm, write_cluster
@@ -43,7 +43,7 @@ def add_guest(sim: SimulatedDriver, name: str, on: str, memory_mb: int = 1024) -
     """A guest that boots on ``on`` (as if someone started it there)."""
     spec = vm(name, on, memory_mb=memory_mb, pinned=False)
     row = {k: spec[k] for k in ("uuid", "name", "host", "vcpus", "memory_mb", "disk_gb")}
-    table = SimInstanceRow.__table__
+    table = INSTANCES
     with sim.db.connect() as conn:
         conn.execute(
             sa.insert(table).values(

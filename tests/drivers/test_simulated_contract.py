@@ -564,10 +564,10 @@ class TestPersistence:
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 
-        from ferry.persistence.models import Base
+        from ferry.persistence.models import METADATA
 
         with db.engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            diffs = compare_metadata(MigrationContext.configure(conn), METADATA)
         ours = [d for d in diffs if "ferry_sim_" in repr(d)]
         assert ours == []
 
@@ -586,10 +586,10 @@ class TestPersistence:
         assert len(sim_tables()) == 8
 
     def test_works_on_tables_made_by_create_all(self, tmp_path: Path) -> None:
-        from ferry.persistence.models import Base
+        from ferry.persistence.models import METADATA
 
         db = Database(_url(tmp_path / "plain.db"))
-        Base.metadata.create_all(db.engine)
+        METADATA.create_all(db.engine)
         assert len(SimulatedDriver(db, speed=0).hosts()) == 5
         assert "ferry_alembic_version" not in sa.inspect(db.engine).get_table_names()
         db.close()

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.infra import redis as redis_infra
-from tests.infra import zookeeper as zk_infra
+from tests.infra import redis as redis_infra, zookeeper as zk_infra
 from tests.integration.conftest import pg_admin_url, pg_url  # noqa: F401 - shared fixtures
 
 

@@ -13,11 +13,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -29,10 +28,8 @@ from hypothesis.stateful import (
 from ferry.model import Host, Instance
 from ferry.model.numa import GuestRequest, HostNumaState, NumaTopology, Pinning
 from ferry.persistence.db import Database
-from ferry.persistence.models import PcpuClaimRow
+from ferry.persistence.models import PCPU_CLAIMS as PC
 from ferry.scheduler.repository import ClaimRepository
-
-PC = cast(sa.Table, PcpuClaimRow.__table__)
 
 HOSTS = ("h1", "h2", "h3")
 TOPOLOGY = NumaTopology.uniform(cells=2, cpus_per_cell=4, memory_mb_per_cell=4096)

@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ferry import Orchestrator
-from ferry.cli import cli
-from ferry.cli import migrate as migrate_mod
+from ferry.cli import cli, migrate as migrate_mod
 from ferry.cli.common import State
 from ferry.model import MigrationStatus
 from ferry.persistence.repository import MigrationRepository

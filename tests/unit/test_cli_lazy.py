@@ -13,8 +13,17 @@ import pytest
 from ferry.cli import COMMANDS, LazyGroup, cli
 
 #: what a start-up must not load: the API (TaskFlow engines, the database layers), the viz and web
-#: packages' libraries, Alembic
-HEAVY = ("flask", "networkx", "taskflow.engines", "alembic", "ferry.api")
+#: packages' libraries, Alembic, SQLAlchemy's ORM (ferry's tables are Core tables) and, on a SQLite
+#: database, SQLAlchemy's PostgreSQL dialect
+HEAVY = (
+    "flask",
+    "networkx",
+    "taskflow.engines",
+    "alembic",
+    "ferry.api",
+    "sqlalchemy.orm",
+    "sqlalchemy.dialects.postgresql",
+)
 
 #: run in a fresh interpreter; prints the modules loaded at exit as JSON on stderr's last line
 PRELUDE = (

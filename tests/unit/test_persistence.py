@@ -197,7 +197,7 @@ def test_revision_0006_moves_the_progress_key_into_the_column_and_back(db: Datab
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from ferry.persistence.models import Base
+    from ferry.persistence.models import METADATA
     from ferry.persistence.schema import alembic_config
 
     repo = MigrationRepository(db, now=lambda: 500.0)
@@ -224,7 +224,7 @@ def test_revision_0006_moves_the_progress_key_into_the_column_and_back(db: Datab
     assert started.progress == {"phase": "transfer", "percent": 40.0}
     assert waiting.transfer_started_at is None and waiting.progress == {"phase": "checks"}
     with db.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diffs = compare_metadata(MigrationContext.configure(conn), METADATA)
     assert [d for d in diffs if "ferry_migrations" in repr(d)] == []
 
 

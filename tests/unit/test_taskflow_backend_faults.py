@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from taskflow import exceptions as tf_exc
-from taskflow import states, storage
+from taskflow import exceptions as tf_exc, states, storage
 from taskflow.persistence import models
 
 from ferry.persistence import db as db_module

@@ -20,8 +20,7 @@ import pytest
 import XenAPI
 
 from ferry.config import parse_settings
-from tests.xapisim import SimClock, XapiSimulator
-from tests.xapisim import filter as dbfilter
+from tests.xapisim import SimClock, XapiSimulator, filter as dbfilter
 
 GIB = 1024**3
 

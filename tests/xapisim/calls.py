@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from tests.xapisim import filter as dbfilter
-from tests.xapisim import migrate
+from tests.xapisim import filter as dbfilter, migrate
 from tests.xapisim.model import DERIVED, NULL, SCHEMA, STRS, Model, XapiError
 from tests.xapisim.tasks import DONE, Tasks
 

@@ -1,4 +1,4 @@
-"""The simulated cluster's tables (on ferry's declarative ``Base``; Alembic revision
+"""The simulated cluster's tables (Core tables on ferry's ``METADATA``; Alembic revision
 ``0002_simulated`` creates them). All state of the simulated cluster lives here, so it survives a
 SIGKILL and every process opening the same database sees the same cluster and transfers."""
 
@@ -6,163 +6,150 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped, mapped_column
 
-from ferry.persistence.db import Database
-from ferry.persistence.models import Base
+from ferry.persistence.db import Database, dialect_insert
+from ferry.persistence.models import METADATA
 
-
-class SimMetaRow(Base):
-    """Singleton (``id = 1``): the cluster is seeded. Its primary key settles seeding races."""
-
-    __tablename__ = "ferry_sim_meta"
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    cluster_name: Mapped[str] = mapped_column(sa.String(255))
-    cluster_file: Mapped[str | None] = mapped_column(sa.Text)
-    builtin: Mapped[bool] = mapped_column(sa.Boolean)
-    seeded_at: Mapped[float] = mapped_column(sa.Float)
+# Singleton (``id = 1``): the cluster is seeded. Its primary key settles seeding races.
+META = sa.Table(
+    "ferry_sim_meta",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("cluster_name", sa.String(255), nullable=False),
+    sa.Column("cluster_file", sa.Text),
+    sa.Column("builtin", sa.Boolean, nullable=False),
+    sa.Column("seeded_at", sa.Float, nullable=False),
+)
 
 
-class SimClockRow(Base):
-    """Singleton (``id = 1``): simulated time = ``sim_epoch + (wall - wall_epoch) * speed``."""
-
-    __tablename__ = "ferry_sim_clock"
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    sim_epoch: Mapped[float] = mapped_column(sa.Float)
-    wall_epoch: Mapped[float] = mapped_column(sa.Float)
-    speed: Mapped[float] = mapped_column(sa.Float)
-
-
-class SimHostRow(Base):
-    """A simulated hypervisor host (usage is derived from the instances on it)."""
-
-    __tablename__ = "ferry_sim_hosts"
-
-    name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    hypervisor_type: Mapped[str] = mapped_column(sa.String(64))
-    hypervisor_version: Mapped[int] = mapped_column(sa.BigInteger)
-    vcpus: Mapped[int] = mapped_column(sa.Integer)
-    memory_mb: Mapped[int] = mapped_column(sa.BigInteger)
-    disk_gb: Mapped[int] = mapped_column(sa.BigInteger)
-    bandwidth_mbps: Mapped[float] = mapped_column(sa.Float)
-    up: Mapped[bool] = mapped_column(sa.Boolean)
-    enabled: Mapped[bool] = mapped_column(sa.Boolean)
-    storage_group: Mapped[str | None] = mapped_column(sa.String(255))
-    labels: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    #: NUMA cells ``[{"id", "cpus", "memory_mb"}]`` (None: the host models no NUMA topology)
-    numa_cells: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+# Singleton (``id = 1``): simulated time = ``sim_epoch + (wall - wall_epoch) * speed``.
+CLOCK = sa.Table(
+    "ferry_sim_clock",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sim_epoch", sa.Float, nullable=False),
+    sa.Column("wall_epoch", sa.Float, nullable=False),
+    sa.Column("speed", sa.Float, nullable=False),
+)
 
 
-class SimInstanceRow(Base):
-    """A simulated guest; ``host`` moves to the destination at the switchover."""
-
-    __tablename__ = "ferry_sim_instances"
-
-    uuid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(255), unique=True)
-    host: Mapped[str] = mapped_column(sa.ForeignKey("ferry_sim_hosts.name"), index=True)
-    power_state: Mapped[str] = mapped_column(sa.String(32))
-    vcpus: Mapped[int] = mapped_column(sa.Integer)
-    memory_mb: Mapped[int] = mapped_column(sa.BigInteger)
-    disk_gb: Mapped[int] = mapped_column(sa.BigInteger)
-    dirty_rate_mbps: Mapped[float] = mapped_column(sa.Float)
-    volumes: Mapped[list[Any]] = mapped_column(sa.JSON)
-    vifs: Mapped[list[Any]] = mapped_column(sa.JSON)
-    #: ``dedicated`` for a guest with pinned vCPUs (None: floating vCPUs)
-    cpu_policy: Mapped[str | None] = mapped_column(sa.String(32))
-    #: where a pinned guest's vCPUs are pinned now (``Pinning.to_dict()``)
-    numa_pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
-
-
-class SimFaultRow(Base):
-    """An injected fault: fires ``times`` times (0 = always); ``fired`` counts the firings."""
-
-    __tablename__ = "ferry_sim_faults"
-    __table_args__ = (sa.Index("ix_ferry_sim_faults_host_phase", "host", "phase"),)
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    host: Mapped[str] = mapped_column(sa.String(255))
-    phase: Mapped[str] = mapped_column(sa.String(32))
-    times: Mapped[int] = mapped_column(sa.Integer)
-    fired: Mapped[int] = mapped_column(sa.Integer)
-    at: Mapped[float | None] = mapped_column(sa.Float)
-    message: Mapped[str | None] = mapped_column(sa.Text)
-    created_at: Mapped[float] = mapped_column(sa.Float)
+# A simulated hypervisor host (usage is derived from the instances on it).
+HOSTS = sa.Table(
+    "ferry_sim_hosts",
+    METADATA,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("hypervisor_type", sa.String(64), nullable=False),
+    sa.Column("hypervisor_version", sa.BigInteger, nullable=False),
+    sa.Column("vcpus", sa.Integer, nullable=False),
+    sa.Column("memory_mb", sa.BigInteger, nullable=False),
+    sa.Column("disk_gb", sa.BigInteger, nullable=False),
+    sa.Column("bandwidth_mbps", sa.Float, nullable=False),
+    sa.Column("up", sa.Boolean, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("storage_group", sa.String(255)),
+    sa.Column("labels", sa.JSON, nullable=False),
+    # NUMA cells ``[{"id", "cpus", "memory_mb"}]`` (None: the host models no NUMA topology)
+    sa.Column("numa_cells", sa.JSON),
+)
 
 
-class SimCheckMarkerRow(Base):
-    """Left on a destination by its live-migration check (removed by the check cleanup)."""
-
-    __tablename__ = "ferry_sim_check_markers"
-
-    instance_uuid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    host: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    source: Mapped[str] = mapped_column(sa.String(255))
-    created_at: Mapped[float] = mapped_column(sa.Float)
-
-
-class SimArtifactRow(Base):
-    """Something an instance has on a host: ``guest``, ``instance_dir``, ``volume:<id>``,
-    ``vif:<id>``. ``origin`` says who made it (``seed``, ``pre``, ``transfer``)."""
-
-    __tablename__ = "ferry_sim_artifacts"
-
-    host: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    instance_uuid: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
-    name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    origin: Mapped[str] = mapped_column(sa.String(16))
-    state: Mapped[str] = mapped_column(sa.String(32))
-    created_at: Mapped[float] = mapped_column(sa.Float)
+# A simulated guest; ``host`` moves to the destination at the switchover.
+INSTANCES = sa.Table(
+    "ferry_sim_instances",
+    METADATA,
+    sa.Column("uuid", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), unique=True, nullable=False),
+    sa.Column("host", sa.ForeignKey("ferry_sim_hosts.name"), index=True, nullable=False),
+    sa.Column("power_state", sa.String(32), nullable=False),
+    sa.Column("vcpus", sa.Integer, nullable=False),
+    sa.Column("memory_mb", sa.BigInteger, nullable=False),
+    sa.Column("disk_gb", sa.BigInteger, nullable=False),
+    sa.Column("dirty_rate_mbps", sa.Float, nullable=False),
+    sa.Column("volumes", sa.JSON, nullable=False),
+    sa.Column("vifs", sa.JSON, nullable=False),
+    # ``dedicated`` for a guest with pinned vCPUs (None: floating vCPUs)
+    sa.Column("cpu_policy", sa.String(32)),
+    # where a pinned guest's vCPUs are pinned now (``Pinning.to_dict()``)
+    sa.Column("numa_pinning", sa.JSON),
+)
 
 
-class SimTransferRow(Base):
-    """One memory transfer. Its state is *computed* from these parameters at the clock's time;
-    ``state`` is ``running`` until somebody observes the end, which then is materialised once.
-
-    ``active_key`` holds the instance UUID while running (NULL afterwards): its unique
-    constraint keeps at most one transfer per instance in flight, even across processes.
-    """
-
-    __tablename__ = "ferry_sim_transfers"
-    __table_args__ = (sa.UniqueConstraint("active_key", name="uq_ferry_sim_transfers_active"),)
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    instance_uuid: Mapped[str] = mapped_column(sa.String(64), index=True)
-    active_key: Mapped[str | None] = mapped_column(sa.String(64))
-    source: Mapped[str] = mapped_column(sa.String(255))
-    destination: Mapped[str] = mapped_column(sa.String(255))
-    state: Mapped[str] = mapped_column(sa.String(16), index=True)
-    started_at: Mapped[float] = mapped_column(sa.Float)
-    ended_at: Mapped[float | None] = mapped_column(sa.Float)
-    memory_mb: Mapped[int] = mapped_column(sa.BigInteger)
-    dirty_rate_mbps: Mapped[float] = mapped_column(sa.Float)
-    bandwidth_mbps: Mapped[float] = mapped_column(sa.Float)
-    downtime_history: Mapped[list[Any]] = mapped_column(sa.JSON)
-    force_at: Mapped[float | None] = mapped_column(sa.Float)
-    force_lever: Mapped[str | None] = mapped_column(sa.String(16))
-    fail_at: Mapped[float | None] = mapped_column(sa.Float)
-    fail_message: Mapped[str | None] = mapped_column(sa.Text)
-    token: Mapped[str | None] = mapped_column(sa.String(64))
-    policy: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
-    #: the pinning the transfer was handed (the guest's pinning on the destination)
-    numa_pinning: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+# An injected fault: fires ``times`` times (0 = always); ``fired`` counts the firings.
+FAULTS = sa.Table(
+    "ferry_sim_faults",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("phase", sa.String(32), nullable=False),
+    sa.Column("times", sa.Integer, nullable=False),
+    sa.Column("fired", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float),
+    sa.Column("message", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_ferry_sim_faults_host_phase", "host", "phase"),
+)
 
 
-META = cast(sa.Table, SimMetaRow.__table__)
-CLOCK = cast(sa.Table, SimClockRow.__table__)
-HOSTS = cast(sa.Table, SimHostRow.__table__)
-INSTANCES = cast(sa.Table, SimInstanceRow.__table__)
-FAULTS = cast(sa.Table, SimFaultRow.__table__)
-MARKERS = cast(sa.Table, SimCheckMarkerRow.__table__)
-ARTIFACTS = cast(sa.Table, SimArtifactRow.__table__)
-TRANSFERS = cast(sa.Table, SimTransferRow.__table__)
+# Left on a destination by its live-migration check (removed by the check cleanup).
+MARKERS = sa.Table(
+    "ferry_sim_check_markers",
+    METADATA,
+    sa.Column("instance_uuid", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+# Something an instance has on a host: ``guest``, ``instance_dir``, ``volume:<id>``,
+# ``vif:<id>``. ``origin`` says who made it (``seed``, ``pre``, ``transfer``).
+ARTIFACTS = sa.Table(
+    "ferry_sim_artifacts",
+    METADATA,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("instance_uuid", sa.String(64), primary_key=True, index=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+# One memory transfer. Its state is *computed* from these parameters at the clock's time;
+# ``state`` is ``running`` until somebody observes the end, which then is materialised once.
+#
+# ``active_key`` holds the instance UUID while running (NULL afterwards): its unique
+# constraint keeps at most one transfer per instance in flight, even across processes.
+TRANSFERS = sa.Table(
+    "ferry_sim_transfers",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("instance_uuid", sa.String(64), index=True, nullable=False),
+    sa.Column("active_key", sa.String(64)),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("destination", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), index=True, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("memory_mb", sa.BigInteger, nullable=False),
+    sa.Column("dirty_rate_mbps", sa.Float, nullable=False),
+    sa.Column("bandwidth_mbps", sa.Float, nullable=False),
+    sa.Column("downtime_history", sa.JSON, nullable=False),
+    sa.Column("force_at", sa.Float),
+    sa.Column("force_lever", sa.String(16)),
+    sa.Column("fail_at", sa.Float),
+    sa.Column("fail_message", sa.Text),
+    sa.Column("token", sa.String(64)),
+    sa.Column("policy", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON),
+    # the pinning the transfer was handed (the guest's pinning on the destination)
+    sa.Column("numa_pinning", sa.JSON),
+    sa.UniqueConstraint("active_key", name="uq_ferry_sim_transfers_active"),
+)
+
 
 #: the cluster's tables, children first (the order to wipe them in); the clock is not wiped
 CLUSTER_TABLES = (TRANSFERS, ARTIFACTS, MARKERS, FAULTS, INSTANCES, HOSTS, META)
@@ -173,7 +160,7 @@ _ready_lock = threading.Lock()
 
 def ensure_schema(db: Database) -> None:
     """Make sure the simulated tables exist: ``db.upgrade()`` unless they are already there
-    (created by an earlier upgrade, or by ``Base.metadata.create_all`` in a test). Cheap after the
+    (created by an earlier upgrade, or by ``METADATA.create_all`` in a test). Cheap after the
     first call for a given :class:`Database`."""
     if db in _ready:
         return
@@ -195,11 +182,7 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any
     dialect = conn.dialect.name
     for row in rows:
         if dialect in ("sqlite", "postgresql"):
-            stmt: Any
-            if dialect == "sqlite":
-                stmt = sqlite.insert(table).values(**row).on_conflict_do_nothing()
-            else:
-                stmt = postgresql.insert(table).values(**row).on_conflict_do_nothing()
+            stmt: Any = dialect_insert(dialect, table).values(**row).on_conflict_do_nothing()
             # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING
             stmt = stmt.returning(*table.primary_key.columns)
             inserted += len(conn.execute(stmt).all())

@@ -8,10 +8,10 @@ from alembic import context
 
 import ferry.drivers.simulated.tables  # the simulated cluster's tables are part of the schema
 import ferry.jobs.tables  # noqa: F401 - the job store's tables too
-from ferry.persistence.models import Base
+from ferry.persistence.models import METADATA
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 VERSION_TABLE = config.get_main_option("version_table") or "ferry_alembic_version"
 
 
