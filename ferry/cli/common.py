@@ -82,7 +82,14 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """Print ``data`` as JSON: an object indented, a list one item per line (each item by the
+    json module's C encoder, which an ``indent`` would turn off: the pure-Python encoder took a
+    third of a second for ``ferry list --json`` of 1,000 migrations)."""
+    if isinstance(data, list) and data:
+        items = ",\n  ".join(json.dumps(item, sort_keys=True, default=str) for item in data)
+        click.echo(f"[\n  {items}\n]")
+    else:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def migration_json(m: Migration) -> dict[str, Any]:
