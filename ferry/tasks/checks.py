@@ -77,11 +77,11 @@ class CheckDestination(FerryTask):
         instance: dict[str, Any],
         destination: str,
         request: dict[str, Any],
-        settings: dict[str, Any],
+        settings: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         inst = instance_of(instance)
         driver = context.driver(destination)
-        transport = Transport.of(MigrationSettings.from_store(settings))
+        transport = Transport.of(MigrationSettings.from_store(settings or {}))
         data = _checked(
             context,
             migration_id,
