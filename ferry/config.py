@@ -16,6 +16,8 @@ The file shape (every section optional)::
     live_migration_auto_converge_initial = 0    # % CPU throttle to start at; 0 = QEMU's (20)
     live_migration_auto_converge_increment = 0  # % added per pass; 0 = QEMU's (10)
     live_migration_bandwidth = 0             # MiB/s, 0 = unlimited
+    [libvirt]                                # the transport: tls, parallel_connections,
+    tls = false                              # compression, ... (see ferry.transport)
     [simulated]
     cluster = "path/cluster.toml"            # optional; the shipped demo cluster otherwise
     speed = 1.0                              # simulated s per wall s; 0 = stepped (tests)
@@ -61,6 +63,7 @@ from ferry.board_url import parse_board_url
 from ferry.errors import ConfigError
 from ferry.plugins import driver_names
 from ferry.secrets import SecretRef
+from ferry.transport import TRANSPORT_KEYS, transport_checks
 
 CONFIG_ENV = "FERRY_CONFIG"
 TIMEOUT_ACTIONS = ("abort", "force_complete")
@@ -98,6 +101,12 @@ class MigrationSettings:
     poll_interval: float = 0.5
     post_retries: int = 3
     post_retry_delay: float = 1.0
+    # the transport, configured in [libvirt] (see ferry.transport)
+    tls: bool = False
+    parallel_connections: int = 0
+    compression: str = "none"
+    compression_level: int = 0
+    migration_network: str | None = None
 
     @classmethod
     def from_store(cls, data: dict[str, Any]) -> MigrationSettings:
@@ -154,6 +163,7 @@ class MigrationSettings:
             ),
             (1 <= self.post_retries <= 100, "post_retries must be 1 .. 100"),
             (0 <= self.post_retry_delay <= 3600, "post_retry_delay must be 0 .. 3600 (s)"),
+            *transport_checks(self),
         ]
         _check(where, checks)
 
@@ -364,6 +374,8 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a finite number, not {value!r}")
         return float(value)
     if text in ("str", "str | None"):
+        if value is None and text == "str | None":
+            return value
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {value!r}")
         return value
@@ -417,7 +429,7 @@ def parse_settings(
             return cls()
 
     known = {"database", "migration", "simulated", "runner", "hosts"}
-    known |= {"jobboard", "conductor", "limits", "scheduler"}
+    known |= {"jobboard", "conductor", "limits", "scheduler", "libvirt"}
     unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
         problems.append(f"{where}: unknown section(s) {', '.join(unknown)}")
@@ -430,7 +442,7 @@ def parse_settings(
         if url is not None and not isinstance(url, str):
             problems.append(f"{where}: [database] url must be a string")
             url = None
-    migration = section(MigrationSettings, "migration")
+    migration = _migration(data, where, problems)
     simulated = section(SimulatedSettings, "simulated")
     if simulated.cluster and base_dir is not None and not Path(simulated.cluster).is_absolute():
         simulated = dataclasses.replace(simulated, cluster=str(base_dir / simulated.cluster))
@@ -457,6 +469,23 @@ def parse_settings(
         conductor=conductor,
         limits=limits,
     )
+
+
+def _migration(data: dict[str, Any], where: str, problems: list[str]) -> MigrationSettings:
+    """[migration] with [libvirt]'s transport keys (migration settings too: one table, one
+    list of problems)."""
+    libvirt = data.get("libvirt", {})
+    if not isinstance(libvirt, dict) or set(libvirt) - set(TRANSPORT_KEYS):
+        problems.append(f"{where}: [libvirt] takes only {', '.join(TRANSPORT_KEYS)}")
+        libvirt = {}
+    try:
+        table = {**_table(data, "migration", where), **libvirt}
+        return _build(
+            MigrationSettings, table, f"{where} [migration{'/libvirt' if libvirt else ''}]"
+        )
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return MigrationSettings()
 
 
 def _hosts(raw_hosts: Any, where: str, problems: list[str]) -> list[HostConfig]:

@@ -23,6 +23,7 @@ import abc
 from dataclasses import dataclass
 
 from ferry.model import Host, Instance, MigrateData, TransferProgress
+from ferry.transport import Transport
 
 
 @dataclass
@@ -100,10 +101,17 @@ class Driver(abc.ABC):
     # ------------------------------------------------------------------ checks
     @abc.abstractmethod
     def check_can_live_migrate_destination(
-        self, instance: Instance, destination: str, block_migration: bool | None
+        self,
+        instance: Instance,
+        destination: str,
+        block_migration: bool | None,
+        transport: Transport | None = None,
     ) -> MigrateData:
         """Run on the destination: room, storage, networks. Decides block migration when
         ``block_migration`` is ``None`` (block migration iff storage is not shared).
+        ``transport`` (the ``[libvirt]`` options; None = plain) is checked by the drivers that
+        use it (libvirt: TLS certificates, an address in the migration network) and travels in
+        the migrate data to the transfer; the others ignore it.
 
         Raises :class:`~ferry.errors.MigrationPreCheckError` (host excluded, next one tried).
         """

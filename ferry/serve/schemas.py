@@ -29,7 +29,10 @@ MIGRATION_REQUEST: dict[str, Any] = {
         "max_attempts": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
         "overrides": {
             "type": "object",
-            "description": "[migration] settings for this run, e.g. live_migration_downtime.",
+            "description": (
+                "[migration] and [libvirt] settings for this run, e.g. live_migration_downtime "
+                "or tls."
+            ),
             "maxProperties": 64,
         },
         "to_group": _OPT_NAME,

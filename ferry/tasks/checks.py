@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from ferry import errors
+from ferry.config import MigrationSettings
 from ferry.context import Context
 from ferry.scheduler.filters import hypervisor_mismatch
 from ferry.tasks.base import FerryTask, instance_of, is_failure, migrate_data_of, safe_revert
 from ferry.tasks.scheduling import host_rejected
+from ferry.transport import Transport
 
 
 def _checked(ctx: Context, migration_id: str, fn: Any, *args: Any) -> Any:
@@ -59,6 +61,9 @@ class CheckDestination(FerryTask):
     """The destination's driver checks it can take the instance and decides block migration when
     the request leaves it open (block migration iff storage is not shared).
 
+    The transport options of the settings (``[libvirt]``: TLS, parallel connections, ...) are
+    the driver's to check on this destination.
+
     The pCPUs the scheduler claimed for a pinned guest replace the driver's own pick in the
     migrate data (``MigrateData.pinning``).
 
@@ -72,9 +77,11 @@ class CheckDestination(FerryTask):
         instance: dict[str, Any],
         destination: str,
         request: dict[str, Any],
+        settings: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         inst = instance_of(instance)
         driver = context.driver(destination)
+        transport = Transport.of(MigrationSettings.from_store(settings or {}))
         data = _checked(
             context,
             migration_id,
@@ -82,6 +89,7 @@ class CheckDestination(FerryTask):
             inst,
             destination,
             request.get("block_migration"),
+            None if transport.plain else transport,
         )
         claimed = context.claims.pinning(migration_id, destination)
         if claimed is not None:  # the scheduler's claimed pCPUs win over the driver's own pick

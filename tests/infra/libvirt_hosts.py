@@ -46,6 +46,11 @@ Guest network: A and B have an isolated bridge br-guest in their namespace and a
 autostarted libvirt network "ferry-net" (forward mode bridge: no dnsmasq needed) on it; C has
 neither, so a guest with a NIC on ferry-net cannot go to C ("Network not found").
 
+TLS migration: each qemu.conf names migrate_tls_x509_cert_dir = TLS_CERT_DIR (DIR/<H>/etc/pki/qemu
+seen from the root netns); A and B have a CA's certificates there (tests/infra/migrate_tls.py,
+with the openssl command; the CA is DIR/ca), C's directory is empty, so C is not set up for TLS.
+Nothing changes for a migration without VIR_MIGRATE_TLS.
+
 Host C is the host that fails its checks: no shared storage with A and B, no ferry-net, and
 little memory advertised -- a synthetic /proc/meminfo and NUMA node meminfo are bind-mounted in
 its namespace, so libvirt's getInfo()/getFreeMemory()/getMemoryStats()/capabilities report
@@ -101,10 +106,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    from tests.infra import migrate_tls
+except ImportError:  # run as a file: python tests/infra/libvirt_hosts.py
+    import migrate_tls  # type: ignore[no-redef]
+
 HOSTS = ("A", "B", "C")
 SHARED_HOSTS = ("A", "B")  # these two see one instances directory; C has its own
 LOW_MEMORY_HOSTS = ("C",)  # these advertise C_TOTAL/C_FREE MiB
 NETWORK_HOSTS = ("A", "B")  # these have the libvirt network GUEST_NETWORK; C lacks it
+TLS_HOSTS = ("A", "B")  # these have migration TLS certificates (C's directory is empty)
+TLS_CERT_DIR = "/etc/libvirt/pki/qemu"  # qemu.conf's migrate_tls_x509_cert_dir, in DIR/<H>/etc
 GUEST_NETWORK = "ferry-net"
 GUEST_BRIDGE = "br-guest"
 DEFAULT_NET = "10.78.0"
@@ -147,6 +159,7 @@ class Host:
     advertised_memory_mib: int | None  # None: the machine's real memory
     advertised_free_mib: int | None
     networks: tuple[str, ...]  # libvirt networks defined and active on the host
+    tls: bool = False  # certificates for TLS migration in TLS_CERT_DIR
 
     def ferry_config(self) -> dict[str, Any]:
         """A ``[[hosts]]`` entry for ferry's config."""
@@ -155,6 +168,7 @@ class Host:
             "driver": "libvirt",
             "uri": self.uri,
             "instances_path": self.instances_path,
+            "tls_cert_dir": TLS_CERT_DIR,
         }
 
 
@@ -389,6 +403,7 @@ class LibvirtHosts:
                 advertised_memory_mib=s.c_total_mib if low else None,
                 advertised_free_mib=s.c_free_mib if low else None,
                 networks=(GUEST_NETWORK,) if key in NETWORK_HOSTS else (),
+                tls=key in TLS_HOSTS and migrate_tls.available(),
             )
         return out
 
@@ -568,8 +583,15 @@ stdio_handler = "file"
 # its hostname, which resolves to 127.0.0.1 or not at all here
 migration_address = "{h.ip}"
 migration_host = "{h.ip}"
+# TLS migration (VIR_MIGRATE_TLS): certificates of tests/infra/migrate_tls.py (none on C)
+migrate_tls_x509_cert_dir = "{TLS_CERT_DIR}"
 """
         )
+        certs = d / "etc" / Path(TLS_CERT_DIR).relative_to("/etc/libvirt")
+        shutil.rmtree(certs, ignore_errors=True)
+        certs.mkdir(parents=True)
+        if h.tls:
+            migrate_tls.make_host(migrate_tls.make_ca(s.directory / "ca"), certs, h.name, h.ip)
         (d / "etc" / "libvirt.conf").write_text("")
         if key in NETWORK_HOSTS:
             # persistent + autostarted: libvirtd brings it up while it starts (bridge mode

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from tests.infra.guest import Guest
-from tests.infra.libvirt_hosts import GUEST_NETWORK, LIBVIRT_PORT, HostsError, LibvirtHosts
+from tests.infra.libvirt_hosts import (
+    GUEST_NETWORK,
+    LIBVIRT_PORT,
+    TLS_CERT_DIR,
+    TLS_HOSTS,
+    HostsError,
+    LibvirtHosts,
+)
 from tests.libvirt import import_libvirt
 
 libvirt = import_libvirt()
@@ -120,7 +127,14 @@ def test_three_distinct_hosts(
             "driver": "libvirt",
             "uri": f"qemu+tcp://{info['ip']}/system",
             "instances_path": info["instances_path"],
+            "tls_cert_dir": TLS_CERT_DIR,
         }
+        # migration TLS certificates on A and B (from one CA), none on C
+        certs = libvirt_env.settings.directory / info["key"] / "etc" / "pki" / "qemu"
+        expected = {"ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem"}
+        expected |= {"client-key.pem"}
+        listed = {p.name for p in certs.iterdir()}
+        assert listed == (expected if info["key"] in TLS_HOSTS else set()), listed
         # libvirtd listens on its namespace's address only (LISTEN sockets of that netns)
         pid = libvirt_env.libvirtd(info["key"])
         assert pid is not None

@@ -1,7 +1,8 @@
 """The checks before a migration. Destination: reachable, not the source (host UUIDs differ),
 same hypervisor type and a version >= the source's, the guest's CPU model accepted
 (``compareHypervisorCPU``), free memory after ``reserved_host_memory_mb``, the guest's networks
-present and active, a NUMA cell for a pinned guest (a new pinning is computed) and whether the
+present and active, a NUMA cell for a pinned guest (a new pinning is computed), the transport
+(:mod:`.transport`: TLS certificates, an address in the migration network) and whether the
 instances path is shared. Source: the domain is active and its disks fit the storage (block
 migration for local disks, none for shared storage).
 """
@@ -12,6 +13,7 @@ import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
 
+from ferry.drivers.libvirt import transport as transports
 from ferry.drivers.libvirt.connection import Unreachable, error_code, libvirt_module, message
 from ferry.drivers.libvirt.inventory import host_info
 from ferry.drivers.libvirt.lookup import ACTIVE, Lookup, describe, state
@@ -21,6 +23,7 @@ from ferry.drivers.libvirt.xml import GuestDescription
 from ferry.errors import HostNotFound, InstanceNotFound, MigrationPreCheckError
 from ferry.model import Instance, MigrateData
 from ferry.model.numa import GuestRequest, Pinning
+from ferry.transport import Transport
 
 MIB = 1024 * 1024
 
@@ -32,6 +35,7 @@ def check_destination(
     instance: Instance,
     destination: str,
     block_migration: bool | None,
+    transport: Transport | None = None,
 ) -> MigrateData:
     """``check_can_live_migrate_destination``: the migrate data, or MigrationPreCheckError."""
     if destination not in lookup.specs:
@@ -85,6 +89,11 @@ def check_destination(
         if isinstance(fitted, str):
             raise reject(fitted)
         pinning = fitted
+    settled: dict[str, Any] = {}
+    if transport is not None and not transport.plain:
+        settled, why = transports.check(lookup, source, destination, transport)
+        if why:
+            raise reject(why)
     shared = storage.shared(instance.uuid, source, destination)
     block = (not shared) if block_migration is None else bool(block_migration)
     driver_data: dict[str, Any] = {
@@ -92,6 +101,8 @@ def check_destination(
         # names this attempt's transfer (a later attempt of the same move is another transfer)
         "transfer_id": uuidlib.uuid4().hex,
     }
+    if settled:
+        driver_data["transport"] = settled
     return MigrateData(
         instance_uuid=instance.uuid,
         source=source,

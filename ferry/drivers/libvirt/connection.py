@@ -6,6 +6,7 @@ first time a connection is needed, so ``import ferry`` works without libvirt's C
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -108,6 +109,8 @@ class HostSpec:
     password_env: str | None = None
     password_file: str | None = None
     enabled: bool = True
+    tls_cert_dir: str = "/etc/pki/qemu"
+    addresses: tuple[str, ...] = ()
 
     KEYS = (
         "uri",
@@ -119,6 +122,8 @@ class HostSpec:
         "password_env",
         "password_file",
         "enabled",
+        "tls_cert_dir",
+        "addresses",
     )
 
     @classmethod
@@ -130,7 +135,7 @@ class HostSpec:
         uri = options.get("uri")
         if not isinstance(uri, str) or not uri:
             raise ConfigError(f"{where}: needs uri (e.g. qemu+tcp://{name}/system)")
-        for key in ("peer_uri", "migration_uri", "instances_path", "username"):
+        for key in ("peer_uri", "migration_uri", "instances_path", "username", "tls_cert_dir"):
             if key in options and not isinstance(options[key], str):
                 raise ConfigError(f"{where}: {key} must be a string")
         reserved = options.get("reserved_host_memory_mb", 512)
@@ -143,6 +148,11 @@ class HostSpec:
         path = options.get("instances_path", cls.instances_path)
         if not path.startswith("/"):
             raise ConfigError(f"{where}: instances_path must be absolute")
+        if not options.get("tls_cert_dir", "/").startswith("/"):
+            raise ConfigError(f"{where}: tls_cert_dir must be absolute")
+        addresses = options.get("addresses", [])
+        if not isinstance(addresses, list) or not all(is_ip(a) for a in addresses):
+            raise ConfigError(f"{where}: addresses must be a list of IP addresses")
         return cls(
             name=name,
             uri=uri,
@@ -154,11 +164,24 @@ class HostSpec:
             password_env=options.get("password_env"),
             password_file=options.get("password_file"),
             enabled=enabled,
+            tls_cert_dir=options.get("tls_cert_dir", cls.tls_cert_dir),
+            addresses=tuple(addresses),
         )
 
     def password(self) -> str | None:
         """The SASL password, read when a connection opens (never stored by ferry)."""
         return SecretRef(self.password_env, self.password_file).read(f"host {self.name!r}")
+
+
+def is_ip(value: Any) -> bool:
+    """Whether ``value`` is an IPv4 or IPv6 address (as text)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Unreachable(Exception):

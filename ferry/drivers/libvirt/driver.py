@@ -16,7 +16,9 @@ connection per host URI (:class:`~ferry.drivers.libvirt.connection.HostConnectio
   domain the transfer left.
 * **transfer** -- ``migrateToURI3`` with ``PEER2PEER | LIVE | PERSIST_DEST | UNDEFINE_SOURCE``
   (+ ``NON_SHARED_DISK``, ``POSTCOPY``, ``AUTO_CONVERGE`` as the request and policy say), run in
-  a thread of its own on a connection of its own; ferry's monitor polls :meth:`transfer_progress`
+  a thread of its own on a connection of its own; with the ``[libvirt]`` transport the
+  destination check settled (``TLS``, ``PARALLEL``, ``COMPRESSED``, the migration network's
+  address: :mod:`.transport`); ferry's monitor polls :meth:`transfer_progress`
   (``jobStats``), raises the max downtime in steps, forces completion (post-copy or pause) or
   aborts (``abortJob``). Between two polls it waits in :meth:`wait_transfer_end`, which returns
   as soon as that call does, so the switchover is not seen up to a poll interval late.
@@ -48,6 +50,7 @@ from ferry.drivers.libvirt.lookup import Lookup
 from ferry.drivers.libvirt.storage import Storage
 from ferry.drivers.libvirt.transfers import TransferBook
 from ferry.model import Host, Instance, MigrateData, TransferProgress
+from ferry.transport import Transport
 
 
 class LibvirtDriver(Driver):
@@ -101,10 +104,20 @@ class LibvirtDriver(Driver):
 
     # -------------------------------------------------------------------- checks
     def check_can_live_migrate_destination(
-        self, instance: Instance, destination: str, block_migration: bool | None
+        self,
+        instance: Instance,
+        destination: str,
+        block_migration: bool | None,
+        transport: Transport | None = None,
     ) -> MigrateData:
         return checks.check_destination(
-            self._lookup, self._storage, self._book, instance, destination, block_migration
+            self._lookup,
+            self._storage,
+            self._book,
+            instance,
+            destination,
+            block_migration,
+            transport,
         )
 
     def cleanup_live_migration_destination_check(self, destination: str, data: MigrateData) -> None:

@@ -22,6 +22,7 @@ from ferry.drivers.libvirt.connection import (
 )
 from ferry.drivers.libvirt.lookup import Lookup, text
 from ferry.drivers.libvirt.transfers import Transfer, TransferBook, completed_progress, key
+from ferry.drivers.libvirt.transport import flags_and_params as transport_flags_and_params
 from ferry.drivers.libvirt.xml import rewrite_pinning
 from ferry.errors import TransferFailed
 from ferry.model import Instance, MigrateData
@@ -125,7 +126,10 @@ def _flags_and_params(
     dest_spec = lookup.specs[data.destination]
     if dest_spec.migration_uri:
         params[lv.VIR_MIGRATE_PARAM_URI] = dest_spec.migration_uri
-    return flags, params
+    # TLS, parallel connections, compression and the migration network's address (which
+    # replaces migration_uri), as the destination check settled them
+    extra_flags, extra = transport_flags_and_params(data.driver_data)
+    return flags | extra_flags, {**params, **extra}
 
 
 def _pinned_xml(

@@ -32,6 +32,7 @@ from ferry.errors import FerryError
 from ferry.model import Host, Instance, MigrateData, TransferProgress
 from ferry.model.numa import Pinning
 from ferry.persistence.db import Database
+from ferry.transport import Transport
 
 from . import checks, faults, inventory, prepost, seeding, transfer
 from .clock import SimClock
@@ -221,7 +222,11 @@ class SimulatedDriver(Driver):
 
     # ------------------------------------------------------------------------ checks
     def check_can_live_migrate_destination(
-        self, instance: Instance, destination: str, block_migration: bool | None
+        self,
+        instance: Instance,
+        destination: str,
+        block_migration: bool | None,
+        transport: Transport | None = None,
     ) -> MigrateData:
         """Check ``destination`` can take the instance: known, not the current host, up, same
         hypervisor type and a version not older than the source's, enough free vcpus, memory

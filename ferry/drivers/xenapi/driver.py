@@ -40,6 +40,7 @@ from ferry.errors import (
     TransferFailed,
 )
 from ferry.model import Host, Instance, MigrateData, TransferProgress
+from ferry.transport import Transport
 
 from . import checks, inventory, prepost, sendargs
 from .config import XenHost, parse_hosts
@@ -190,7 +191,11 @@ class XenAPIDriver(Driver):
 
     # ===================================================================== checks
     def check_can_live_migrate_destination(
-        self, instance: Instance, destination: str, block_migration: bool | None
+        self,
+        instance: Instance,
+        destination: str,
+        block_migration: bool | None,
+        transport: Transport | None = None,
     ) -> MigrateData:
         """Same pool with every disk on a shared SR (or a volume) -> no block migration
         (``pool_migrate``), checked with ``VM.assert_can_boot_here``; otherwise block
