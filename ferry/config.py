@@ -1,52 +1,12 @@
 """TOML configuration -> typed, validated settings. Nothing reads configuration at import time.
 
-The file shape (every section optional)::
-
-    [database]
-    url = "sqlite:///path/ferry.db"          # or postgresql+psycopg://...
-    [migration]                              # defaults as Nova's; per-run overrides on the CLI/API
-    max_attempts = 0                         # 0 = until the hosts run out
-    live_migration_downtime = 500            # ms, the final allowed switchover pause
-    live_migration_downtime_steps = 10
-    live_migration_downtime_delay = 75       # s per GiB of RAM between steps
-    live_migration_completion_timeout = 800  # s per GiB of RAM; 0 = never
-    live_migration_timeout_action = "abort"  # or "force_complete"
-    live_migration_permit_post_copy = true   # ferry's default; Nova's is false (see README)
-    live_migration_permit_auto_converge = false
-    live_migration_auto_converge_initial = 0    # % CPU throttle to start at; 0 = QEMU's (20)
-    live_migration_auto_converge_increment = 0  # % added per pass; 0 = QEMU's (10)
-    live_migration_bandwidth = 0             # MiB/s, 0 = unlimited
-    [libvirt]                                # the transport: tls, parallel_connections,
-    tls = false                              # compression, ... (see ferry.transport)
-    [simulated]
-    cluster = "path/cluster.toml"            # optional; the shipped demo cluster otherwise
-    speed = 1.0                              # simulated s per wall s; 0 = stepped (tests)
-    [runner]
-    lease_seconds = 30
-    [scheduler]
-    weigher = "spread"                       # or "pack": most / least free RAM first
-    ram_weight_multiplier = 1.0
-    in_flight_weight_multiplier = 1.0        # prefer hosts with fewer migrations in flight
-    host_state_ttl = 60                      # s; older cached host states are refreshed first
-    [scheduler.groups]                       # host aggregates for --to-group (labels work too)
-    gpu = ["compute-2", "compute-3"]
-    [jobboard]                               # the job store (ferry submit / ferry conductor)
-    url = "redis://127.0.0.1:6379/0"         # or zookeeper://HOST:2181/PATH; no password here
-    namespace = "ferry"                      # redis key prefix
-    password_env = "FERRY_JOBBOARD_PASSWORD" # or password_file = "/etc/ferry/board.pw"
-    [conductor]
-    name = ""                                # default: the host name
-    max_jobs = 4                             # migrations one conductor runs at once
-    lease_seconds = 30                       # board claim expiry and DB lease; renewed every third
-    poll_interval = 0.5                      # s between board scans when idle
-    [limits]                                 # migrations in flight (0 = no limit)
-    per_source = 1
-    per_destination = 2
-    total = 0
-    [[hosts]]
-    name = "compute-a"
-    driver = "libvirt"
-    uri = "qemu+tcp://compute-a/system"
+Every section is optional. The file's shape, each setting and its range are documented (and
+tested) in docs/operations.md, "Configuration"; the sections are the dataclasses below:
+``[database]``, ``[migration]`` and ``[libvirt]`` (both :class:`MigrationSettings`: Nova's
+live-migration options, and the transport of :mod:`ferry.transport`; also per run on the CLI and
+the API), ``[simulated]``,
+``[runner]``, ``[scheduler]`` (with ``[scheduler.groups]``), ``[jobboard]``, ``[conductor]``,
+``[limits]`` and ``[[hosts]]``.
 """
 
 from __future__ import annotations
