@@ -21,10 +21,12 @@ import concurrent.futures as cf
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ferry import errors
 from ferry.context import Event
 from ferry.drain.planner import drain_status, not_running_reason, ordered
+from ferry.jobs.limits import SlotRepository, unsuspend, wait_queued, watch_destination
 from ferry.model import Instance, MigrationRequest, MigrationStatus
 from ferry.model.drain import Drain, DrainGuest, DrainStatus, GuestState
 from ferry.persistence.drains import DrainRepository
@@ -53,6 +55,7 @@ class DrainRun:
         self.drains = drains
         self.create = create
         self.poll = poll
+        self.slots = SlotRepository(self.context.db, self.context.settings.limits)
         self._idle = threading.Event()  # never set: the driver's pause between looks
         self._driving: set[str] = set()
         self._driving_lock = threading.Lock()
@@ -97,7 +100,7 @@ class DrainRun:
             for guest in self._adoptable(drain):
                 if aborting:
                     self._abort_migration(guest)
-                inflight[pool.submit(self._run_one, guest)] = guest
+                inflight[pool.submit(self._run_one, guest, drain.host, limit)] = guest
             while True:
                 if not aborting and self.drains.abort_requested(drain_id):
                     aborting = True
@@ -114,7 +117,7 @@ class DrainRun:
                 while not aborting and queued and len(inflight) < limit:
                     started = self._start(drain, queued.pop(0))
                     if started is not None:
-                        inflight[pool.submit(self._run_one, started)] = started
+                        inflight[pool.submit(self._run_one, started, drain.host, limit)] = started
                 if not inflight:
                     if aborting or not (queued or waiting):
                         break
@@ -200,17 +203,41 @@ class DrainRun:
         guest.migration, guest.state = migration_id, GuestState.RUNNING.value
         return guest
 
-    def _run_one(self, guest: DrainGuest) -> None:
-        migration_id = str(guest.migration)
-        record = self.context.migrations.get(migration_id)
-        if record.done and self.runner.flow_state(migration_id) in (*FINISHED_FLOW_STATES, None):
-            return
-        self.runner.run(migration_id)
+    def _run_one(self, guest: DrainGuest, host: str, limit: int) -> None:
+        """Run the guest's migration within the limits: the job store's slots (``total``,
+        ``source:HOST`` at the drain's ``max_parallel``, and ``destination:HOST`` once the
+        scheduler has chosen it), taken and waited for as a conductor does (the migration is
+        ``queued`` meanwhile, with the full limit as its detail). An aborted one runs at once
+        (to revert)."""
+        migrations = self.context.migrations
+        mid = str(guest.migration)
+        while True:
+            record = migrations.get(mid)
+            if record.done and self.runner.flow_state(mid) in (*FINISHED_FLOW_STATES, None):
+                return
+            waiting: list[Any] = []
+            hook = None
+            if not record.abort_requested:
+                needed = self.slots.needed(host, record.destination, limit)
+                blocked = self.slots.acquire(mid, needed)
+                if blocked is not None:
+                    wait_queued(migrations, mid, record.status, blocked)
+                    self._idle.wait(self.poll)
+                    continue
+                unsuspend(migrations, record, f"drain {guest.instance}")
+                hook = watch_destination(self.slots, migrations, mid, host, waiting, limit)
+            self.runner.run(mid, on_engine=hook)
+            if not waiting:
+                return
+            wait_queued(migrations, mid, MigrationStatus.PREPARING.value, waiting[0])
+            self.slots.release(mid)
 
     def _finish(self, drain_id: str, guest: DrainGuest, future: cf.Future[None]) -> None:
         migration_id = str(guest.migration)
         failure = future.exception()
         record = self.context.migrations.get(migration_id)
+        if record.done:
+            self.slots.release(migration_id)
         if record.status == MigrationStatus.COMPLETED:
             self._set(drain_id, guest, GuestState.COMPLETED, destination=record.destination)
         elif record.status == MigrationStatus.CANCELLED:
