@@ -30,6 +30,12 @@ from ferry.model.drain import ORDERS, Drain
 )
 @click.option("--reason", metavar="TEXT", default=None, help="Why (shown by `ferry hosts`).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--detach", is_flag=True, help="Print the drain id and return; it runs in the background."
+)
+@click.option(
+    "--submit", is_flag=True, help="Post its migrations to the job store; conductors run them."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @guarded
@@ -42,6 +48,8 @@ def drain(
     order: str,
     reason: str | None,
     dry_run: bool,
+    detach: bool,
+    submit: bool,
     as_json: bool,
 ) -> None:
     """Empty HOST for maintenance: disable it for scheduling and live-migrate every running
@@ -64,18 +72,25 @@ def drain(
             t.add_row(e.instance, str(e.memory_mb), e.destination or "-", why)
         console.print(t)
         return
-    _drive(
-        state,
-        lambda: orch.drain(
-            host,
-            max_parallel=max_parallel,
-            to=to,
-            to_group=to_group,
-            order=order,
-            reason=reason,
-        ),
-        as_json,
-    )
+    options: dict[str, Any] = {
+        "max_parallel": max_parallel,
+        "to": to,
+        "to_group": to_group,
+        "order": order,
+        "reason": reason,
+        "submit": submit,
+    }
+    if detach:
+        from ferry.cli.migrate import spawn_resume
+
+        drain_id = orch.create_drain(host, **options)
+        spawn_resume(state, drain_id)  # `ferry resume ID` in a process of its own
+        if as_json:
+            emit_json({"id": drain_id, "host": host, "status": "running"})
+        else:
+            click.echo(drain_id)
+        return
+    _drive(state, lambda: orch.drain(host, **options), as_json)
 
 
 @click.command()

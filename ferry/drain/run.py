@@ -40,7 +40,10 @@ POLL_SECONDS = 0.2
 
 class DrainRun:
     """Drives drains (see the module doc). ``create``: makes a migration of a request and
-    returns its id without running it (``Orchestrator.create``)."""
+    returns its id without running it (``Orchestrator.create``); ``submit``: makes it and posts
+    it to the job store (``Orchestrator.submit``), for drains with the ``submit`` option: their
+    migrations are run by conductors, and this driver only starts them (at most
+    ``max_parallel`` unfinished) and follows their records."""
 
     def __init__(
         self,
@@ -48,12 +51,14 @@ class DrainRun:
         drains: DrainRepository,
         create: Callable[[MigrationRequest], str],
         *,
+        submit: Callable[[MigrationRequest], str] | None = None,
         poll: float = POLL_SECONDS,
     ) -> None:
         self.runner = runner
         self.context = runner.context
         self.drains = drains
         self.create = create
+        self.submit = submit
         self.poll = poll
         self.slots = SlotRepository(self.context.db, self.context.settings.limits)
         self._idle = threading.Event()  # never set: the driver's pause between looks
@@ -100,7 +105,7 @@ class DrainRun:
             for guest in self._adoptable(drain):
                 if aborting:
                     self._abort_migration(guest)
-                inflight[pool.submit(self._run_one, guest, drain.host, limit)] = guest
+                inflight[pool.submit(self._run_one, guest, drain, limit)] = guest
             while True:
                 if not aborting and self.drains.abort_requested(drain_id):
                     aborting = True
@@ -117,7 +122,7 @@ class DrainRun:
                 while not aborting and queued and len(inflight) < limit:
                     started = self._start(drain, queued.pop(0))
                     if started is not None:
-                        inflight[pool.submit(self._run_one, started, drain.host, limit)] = started
+                        inflight[pool.submit(self._run_one, started, drain, limit)] = started
                 if not inflight:
                     if aborting or not (queued or waiting):
                         break
@@ -194,8 +199,13 @@ class DrainRun:
             destination=drain.options.get("to"),
             to_group=drain.options.get("to_group"),
         )
+        make = self.create
+        if drain.options.get("submit"):
+            if self.submit is None:
+                raise errors.ConfigError(f"drain {drain.id} posts to the job store: none here")
+            make = self.submit
         try:
-            migration_id = self.create(request)
+            migration_id = make(request)
         except errors.FerryError as exc:
             self._set(drain.id, guest, GuestState.FAILED, reason=str(exc))
             return None
@@ -203,14 +213,19 @@ class DrainRun:
         guest.migration, guest.state = migration_id, GuestState.RUNNING.value
         return guest
 
-    def _run_one(self, guest: DrainGuest, host: str, limit: int) -> None:
+    def _run_one(self, guest: DrainGuest, drain: Drain, limit: int) -> None:
         """Run the guest's migration within the limits: the job store's slots (``total``,
         ``source:HOST`` at the drain's ``max_parallel``, and ``destination:HOST`` once the
         scheduler has chosen it), taken and waited for as a conductor does (the migration is
         ``queued`` meanwhile, with the full limit as its detail). An aborted one runs at once
-        (to revert)."""
+        (to revert). A posted one (``submit``) is run by a conductor: its record is followed."""
         migrations = self.context.migrations
         mid = str(guest.migration)
+        host = drain.host
+        if drain.options.get("submit"):
+            while not migrations.get(mid).done:
+                self._idle.wait(self.poll)
+            return
         while True:
             record = migrations.get(mid)
             if record.done and self.runner.flow_state(mid) in (*FINISHED_FLOW_STATES, None):

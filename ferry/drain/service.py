@@ -36,6 +36,7 @@ class DrainOptions:
     to_group: str | None = None
     order: str = "smallest"
     reason: str | None = None
+    submit: bool = False  # post the migrations to the job store (conductors run them)
 
 
 class DrainHandle:
@@ -67,11 +68,16 @@ class DrainHandle:
 
 
 class DrainService:
-    def __init__(self, runner: Runner, create: Callable[[MigrationRequest], str]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        create: Callable[[MigrationRequest], str],
+        submit: Callable[[MigrationRequest], str] | None = None,
+    ) -> None:
         self.runner = runner
         self.context = runner.context
         self.drains = DrainRepository(self.context.db)
-        self.run_ = DrainRun(runner, self.drains, create)
+        self.run_ = DrainRun(runner, self.drains, create, submit=submit)
 
     # ----------------------------------------------------------------- planning
     def plan(self, options: DrainOptions) -> list[PlanEntry]:
@@ -146,6 +152,7 @@ class DrainService:
             "to": options.to,
             "to_group": options.to_group,
             "order": options.order,
+            "submit": options.submit,
         }
         self.drains.create(
             drain_id, options.host, reason=options.reason, options=opts, guests=guests
