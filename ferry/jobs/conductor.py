@@ -54,7 +54,6 @@ from .store import JobRepository
 
 LOG = logging.getLogger(__name__)
 
-#: statuses in which a migration has not reached its transfer yet (a full limit may hold it)
 #: migrations one conductor runs at once at most (each holds a database connection while it
 #: runs; ferry's pool has 8 + 16 overflow)
 MAX_JOBS = 16

@@ -38,7 +38,8 @@ from .tables import COUNTERS, SLOTS
 LOG = logging.getLogger(__name__)
 
 TOTAL = "total"
-#: statuses in which a migration blocked by a full limit is put back to ``queued``
+#: statuses in which a migration has not reached its transfer yet (a full limit may hold it:
+#: it is put back to ``queued``)
 WAITING_STATUSES = frozenset(
     {MigrationStatus.ACCEPTED.value, MigrationStatus.QUEUED.value, MigrationStatus.PREPARING.value}
 )
