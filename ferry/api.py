@@ -305,13 +305,16 @@ class Orchestrator:
         order: str = "smallest",
         reason: str | None = None,
         submit: bool = False,
+        not_together: Iterable[Iterable[str]] = (),
     ) -> str:
         """Plan and record a drain of ``host`` (the host disabled); run nothing (``resume``
         runs it). ``submit``: its migrations are posted to the job store and run by conductors
-        (the board is reached first: JobBoardUnavailable changes nothing)."""
+        (the board is reached first: JobBoardUnavailable changes nothing); ``not_together``:
+        anti-affinity groups of guests (names or UUIDs) kept on different hosts."""
         if submit:
             self.jobstore.board  # noqa: B018 - connect first
-        options = DrainOptions(host, max_parallel, to, to_group, order, reason, submit)
+        groups = tuple(tuple(g) for g in not_together)
+        options = DrainOptions(host, max_parallel, to, to_group, order, reason, submit, groups)
         return self.drain_service.start(options)
 
     def plan_drain(
@@ -322,10 +325,13 @@ class Orchestrator:
         to: str | None = None,
         to_group: str | None = None,
         order: str = "smallest",
+        not_together: Iterable[Iterable[str]] = (),
     ) -> builtins.list[PlanEntry]:
         """The plan of draining ``host`` (each guest's destination, or why it is skipped);
         bad input raises as for :meth:`drain`; nothing is recorded or changed."""
-        return self.drain_service.plan(DrainOptions(host, max_parallel, to, to_group, order))
+        groups = tuple(tuple(g) for g in not_together)
+        options = DrainOptions(host, max_parallel, to, to_group, order, not_together=groups)
+        return self.drain_service.plan(options)
 
     def undrain(self, host: str) -> str | None:
         """Enable ``host`` for scheduling again; returns the drain that disabled it. Raises

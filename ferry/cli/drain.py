@@ -29,6 +29,12 @@ from ferry.model.drain import ORDERS, Drain
     "--order", type=click.Choice(ORDERS), default="smallest", help="Which guests go first (RAM)."
 )
 @click.option("--reason", metavar="TEXT", default=None, help="Why (shown by `ferry hosts`).")
+@click.option(
+    "--not-together",
+    metavar="VM,VM[,...]",
+    multiple=True,
+    help="An anti-affinity group: these guests end on different hosts (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option(
     "--detach", is_flag=True, help="Print the drain id and return; it runs in the background."
@@ -47,6 +53,7 @@ def drain(
     to_group: str | None,
     order: str,
     reason: str | None,
+    not_together: tuple[str, ...],
     dry_run: bool,
     detach: bool,
     submit: bool,
@@ -55,9 +62,15 @@ def drain(
     """Empty HOST for maintenance: disable it for scheduling and live-migrate every running
     guest away, at most --max-parallel at once. Exits 0 only when HOST holds no running guest."""
     orch = state.orchestrator()
+    groups = [[n.strip() for n in g.split(",") if n.strip()] for g in not_together]
     if dry_run:
         plan = orch.plan_drain(
-            host, max_parallel=max_parallel, to=to, to_group=to_group, order=order
+            host,
+            max_parallel=max_parallel,
+            to=to,
+            to_group=to_group,
+            order=order,
+            not_together=groups,
         )
         if as_json:
             emit_json({"host": host, "dry_run": True, "guests": [e.to_dict() for e in plan]})
@@ -79,6 +92,7 @@ def drain(
         "order": order,
         "reason": reason,
         "submit": submit,
+        "not_together": groups,
     }
     if detach:
         from ferry.cli.migrate import spawn_resume

@@ -194,10 +194,18 @@ class DrainRun:
         if skipped is not None:
             self._set(drain.id, guest, GuestState.SKIPPED, reason=skipped)
             return None
+        apart = {
+            m
+            for group in drain.options.get("not_together") or ()
+            if inst.uuid in group
+            for m in group
+            if m != inst.uuid
+        }
         request = MigrationRequest(
             instance=inst.uuid,
             destination=drain.options.get("to"),
             to_group=drain.options.get("to_group"),
+            not_with=sorted(apart),
         )
         make = self.create
         if drain.options.get("submit"):
