@@ -88,6 +88,9 @@ def test_drain_show_hosts_undrain(env: dict[str, str]) -> None:
         (["drain", "src", "--to", "src"], "is the host being drained"),
         (["drain", "src", "--to", "dst-1", "--to-group", "x"], "cannot be combined"),
         (["undrain", "nope"], "not a configured host"),
+        (["drain", "src", "--not-together", "g-00,nope"], "nope"),
+        (["drain", "src", "--not-together", "g-00"], "name 2 guests or more"),
+        (["drain", "src", "--not-together", "g-00,g-01", "--to", "dst-1"], "cannot be combined"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(
