@@ -26,7 +26,13 @@ from typing import Any
 from ferry import errors
 from ferry.context import Event
 from ferry.drain.planner import drain_status, not_running_reason, ordered
-from ferry.jobs.limits import SlotRepository, unsuspend, wait_queued, watch_destination
+from ferry.jobs.limits import (
+    WAITING_STATUSES,
+    SlotRepository,
+    unsuspend,
+    wait_queued,
+    watch_destination,
+)
 from ferry.model import Instance, MigrationRequest, MigrationStatus
 from ferry.model.drain import Drain, DrainGuest, DrainStatus, GuestState
 from ferry.persistence.drains import DrainRepository
@@ -243,10 +249,14 @@ class DrainRun:
             if not record.abort_requested:
                 needed = self.slots.needed(host, record.destination, limit)
                 blocked = self.slots.acquire(mid, needed)
-                if blocked is not None:
+                if blocked is not None and record.status in WAITING_STATUSES:
                     wait_queued(migrations, mid, record.status, blocked)
                     self._idle.wait(self.poll)
                     continue
+                if blocked is not None:  # past its transfer's start: it goes on (as a conductor)
+                    LOG.warning(
+                        "migration %s is %s past its limits: %s", mid, record.status, blocked
+                    )
                 unsuspend(migrations, record, f"drain {guest.instance}")
                 hook = watch_destination(self.slots, migrations, mid, host, waiting, limit)
             self.runner.run(mid, on_engine=hook)
