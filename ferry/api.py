@@ -137,7 +137,9 @@ class Orchestrator:
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="ferry-run")
         self._handles: dict[str, MigrationHandle] = {}
         #: host maintenance: plans, records and drives drains (their migrations are ordinary)
-        self.drain_service = DrainService(self.runner, lambda request: self.create(request))
+        self.drain_service = DrainService(
+            self.runner, lambda request: self.create(request), lambda r: self.submit(r)
+        )
         self._jobstore: JobStore | None = None
         # the job store's concurrency slots are held until the record is terminal, whichever
         # process makes it so (a conductor, or `ferry abort` reverting a queued job)
@@ -279,7 +281,21 @@ class Orchestrator:
             SlotRepository(self.db, self.settings.limits).release(migration_id)
 
     # ------------------------------------------------------------------ drains
-    def drain(
+    def drain(self, host: str, *, wait: bool = True, **options: Any) -> Any:
+        """Empty ``host`` with live migrations: it is disabled for scheduling in the
+        transaction that records the drain; at most ``max_parallel`` migrations run at once
+        (default: ``[limits] per_source``), within ``[limits]`` too. Options as for
+        :meth:`create_drain`. Bad input raises at once and changes nothing
+        (:mod:`ferry.drain.service`). ``wait=True``: returns the finished :class:`Drain`;
+        ``wait=False``: a :class:`DrainHandle` at once. Progress events: kind ``drain``."""
+        drain_id = self.create_drain(host, **options)
+        if wait:
+            return self.drain_service.run(drain_id)
+        return DrainHandle(
+            self.drain_service, drain_id, self._pool.submit(self.drain_service.run, drain_id)
+        )
+
+    def create_drain(
         self,
         host: str,
         *,
@@ -288,20 +304,18 @@ class Orchestrator:
         to_group: str | None = None,
         order: str = "smallest",
         reason: str | None = None,
-        wait: bool = True,
-    ) -> Any:
-        """Empty ``host`` with live migrations: it is disabled for scheduling in the
-        transaction that records the drain; at most ``max_parallel`` migrations run at once
-        (default: ``[limits] per_source``). Bad input raises at once and changes nothing
-        (:mod:`ferry.drain.service`). ``wait=True``: returns the finished :class:`Drain`;
-        ``wait=False``: a :class:`DrainHandle` at once. Progress events: kind ``drain``."""
-        options = DrainOptions(host, max_parallel, to, to_group, order, reason)
-        drain_id = self.drain_service.start(options)
-        if wait:
-            return self.drain_service.run(drain_id)
-        return DrainHandle(
-            self.drain_service, drain_id, self._pool.submit(self.drain_service.run, drain_id)
-        )
+        submit: bool = False,
+        not_together: Iterable[Iterable[str]] = (),
+    ) -> str:
+        """Plan and record a drain of ``host`` (the host disabled); run nothing (``resume``
+        runs it). ``submit``: its migrations are posted to the job store and run by conductors
+        (the board is reached first: JobBoardUnavailable changes nothing); ``not_together``:
+        anti-affinity groups of guests (names or UUIDs) kept on different hosts."""
+        if submit:
+            self.jobstore.board  # noqa: B018 - connect first
+        groups = tuple(tuple(g) for g in not_together)
+        options = DrainOptions(host, max_parallel, to, to_group, order, reason, submit, groups)
+        return self.drain_service.start(options)
 
     def plan_drain(
         self,
@@ -311,10 +325,13 @@ class Orchestrator:
         to: str | None = None,
         to_group: str | None = None,
         order: str = "smallest",
+        not_together: Iterable[Iterable[str]] = (),
     ) -> builtins.list[PlanEntry]:
         """The plan of draining ``host`` (each guest's destination, or why it is skipped);
         bad input raises as for :meth:`drain`; nothing is recorded or changed."""
-        return self.drain_service.plan(DrainOptions(host, max_parallel, to, to_group, order))
+        groups = tuple(tuple(g) for g in not_together)
+        options = DrainOptions(host, max_parallel, to, to_group, order, not_together=groups)
+        return self.drain_service.plan(options)
 
     def undrain(self, host: str) -> str | None:
         """Enable ``host`` for scheduling again; returns the drain that disabled it. Raises

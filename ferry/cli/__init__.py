@@ -55,7 +55,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": (
         "ferry.cli.viz:graph",
         "The flow graph of a migration, every atom coloured by its persisted state (read from "
-        "the database only: works for running, finished and interrupted runs).",
+        "the database only: works for running, finished and interrupted runs). A drain's ID: "
+        "one node per guest coloured by its state, each linking to its migration's graph "
+        "(MIGRATION_ID.svg; with -o FILE.svg those are written next to FILE).",
     ),
     "hosts": (
         "ferry.cli.inventory:hosts",

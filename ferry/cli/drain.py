@@ -29,7 +29,19 @@ from ferry.model.drain import ORDERS, Drain
     "--order", type=click.Choice(ORDERS), default="smallest", help="Which guests go first (RAM)."
 )
 @click.option("--reason", metavar="TEXT", default=None, help="Why (shown by `ferry hosts`).")
+@click.option(
+    "--not-together",
+    metavar="VM,VM[,...]",
+    multiple=True,
+    help="An anti-affinity group: these guests end on different hosts (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--detach", is_flag=True, help="Print the drain id and return; it runs in the background."
+)
+@click.option(
+    "--submit", is_flag=True, help="Post its migrations to the job store; conductors run them."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @guarded
@@ -41,15 +53,24 @@ def drain(
     to_group: str | None,
     order: str,
     reason: str | None,
+    not_together: tuple[str, ...],
     dry_run: bool,
+    detach: bool,
+    submit: bool,
     as_json: bool,
 ) -> None:
     """Empty HOST for maintenance: disable it for scheduling and live-migrate every running
     guest away, at most --max-parallel at once. Exits 0 only when HOST holds no running guest."""
     orch = state.orchestrator()
+    groups = [[n.strip() for n in g.split(",") if n.strip()] for g in not_together]
     if dry_run:
         plan = orch.plan_drain(
-            host, max_parallel=max_parallel, to=to, to_group=to_group, order=order
+            host,
+            max_parallel=max_parallel,
+            to=to,
+            to_group=to_group,
+            order=order,
+            not_together=groups,
         )
         if as_json:
             emit_json({"host": host, "dry_run": True, "guests": [e.to_dict() for e in plan]})
@@ -64,18 +85,26 @@ def drain(
             t.add_row(e.instance, str(e.memory_mb), e.destination or "-", why)
         console.print(t)
         return
-    _drive(
-        state,
-        lambda: orch.drain(
-            host,
-            max_parallel=max_parallel,
-            to=to,
-            to_group=to_group,
-            order=order,
-            reason=reason,
-        ),
-        as_json,
-    )
+    options: dict[str, Any] = {
+        "max_parallel": max_parallel,
+        "to": to,
+        "to_group": to_group,
+        "order": order,
+        "reason": reason,
+        "submit": submit,
+        "not_together": groups,
+    }
+    if detach:
+        from ferry.cli.migrate import spawn_resume
+
+        drain_id = orch.create_drain(host, **options)
+        spawn_resume(state, drain_id)  # `ferry resume ID` in a process of its own
+        if as_json:
+            emit_json({"id": drain_id, "host": host, "status": "running"})
+        else:
+            click.echo(drain_id)
+        return
+    _drive(state, lambda: orch.drain(host, **options), as_json)
 
 
 @click.command()

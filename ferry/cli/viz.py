@@ -32,16 +32,30 @@ def graph(
     state: State, migration_id: str | None, flow_only: bool, output: str | None, fmt: str | None
 ) -> None:
     """The flow graph of a migration, every atom coloured by its persisted state (read from the
-    database only: works for running, finished and interrupted runs)."""
+    database only: works for running, finished and interrupted runs). A drain's ID: one node per
+    guest coloured by its state, each linking to its migration's graph (MIGRATION_ID.svg; with
+    -o FILE.svg those are written next to FILE)."""
     from ferry.viz import flow_graph, run_graph
     from ferry.viz.output import format_for, graph_bytes, write_graph
 
     if flow_only == (migration_id is not None):
         raise errors.ConfigError("give a migration ID or --flow")
-    g = flow_graph() if flow_only else run_graph(state.store().load(str(migration_id)))
+    drain = None
+    if migration_id is not None and state.reads().is_drain(migration_id):
+        from ferry.viz.drain import drain_graph, file_link
+
+        drain = state.reads().get_drain(migration_id)
+        g = drain_graph(drain, file_link)
+    else:
+        g = flow_graph() if flow_only else run_graph(state.store().load(str(migration_id)))
     if output and output != "-":
         written = write_graph(g, output, fmt)
         click.echo(f"wrote {output} ({written})", err=True)
+        if drain is not None and written == "svg":
+            for guest in drain.guests:
+                if guest.migration:
+                    linked = Path(output).with_name(f"{guest.migration}.svg")
+                    write_graph(run_graph(state.store().load(guest.migration)), linked, "svg")
     else:
         click.echo(graph_bytes(g, format_for(None, fmt)), nl=False)  # bytes: binary stdout
 

@@ -5,6 +5,9 @@ filters and weighers choose given what the guests planned before it claimed (the
 disk, and one more migration in flight there). A guest that is not running (paused, shut down,
 ...) is skipped with that reason; one that fits nowhere is skipped with each host's reason.
 
+``apart``: anti-affinity groups (``--not-together``): a guest is not planned to a host where
+another member of its group runs (off the drained host) or is planned to go.
+
 A pinned guest's NUMA fit is checked on the cached cells; the pCPUs of the guests planned before
 it are not subtracted from them (the claim made when its migration runs is exact).
 """
@@ -12,7 +15,7 @@ it are not subtracted from them (the claim made when its migration runs is exact
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ferry.model import Instance, PowerState
 from ferry.model.drain import ORDERS, DrainStatus, GuestState, PlanEntry
@@ -49,11 +52,14 @@ def plan_drain(
     filters: Sequence[Filter] = FILTERS,
     weighers: Weighers | None = None,
     order: str = "smallest",
+    apart: Sequence[Sequence[Instance]] = (),
 ) -> list[PlanEntry]:
     """The plan of draining ``host`` (see the module doc). ``states``: the cached host states
     (``host`` among them); ``to``: the only destination allowed; ``filters`` / ``weighers``: the
-    scheduler's (:meth:`~ferry.scheduler.scheduler.HostScheduler.filters`)."""
+    scheduler's (:meth:`~ferry.scheduler.scheduler.HostScheduler.filters`); ``apart``: the
+    anti-affinity groups (their members as they are now)."""
     weighers = weighers or Weighers()
+    planned: dict[str, str] = {}  # instance uuid -> planned destination
     by_name = {s.host.name: s for s in states}
     source = by_name[host].host
     candidates = {n: s.candidate() for n, s in by_name.items() if n != host}
@@ -68,13 +74,31 @@ def plan_drain(
         outside: dict[str, str] = {}
         if to is not None:
             outside = {n: "not the --to host" for n in candidates if n != to}
+        for where, why in _apart(guest, apart, host, planned).items():
+            outside.setdefault(where, why)
         passing, reasons = reasons_of(pool, guest, source, outside, filters)
         if not passing:
             out.append(dataclasses.replace(entry, skipped="fits nowhere", reasons=reasons))
             continue
         best = weighers.rank([(c.host.name, c.free_memory_mb, c.in_flight) for c in passing])[0]
         candidates[best] = _claimed(candidates[best], guest)
+        planned[guest.uuid] = best
         out.append(dataclasses.replace(entry, destination=best))
+    return out
+
+
+def _apart(
+    guest: Instance, apart: Sequence[Sequence[Instance]], host: str, planned: Mapping[str, str]
+) -> dict[str, str]:
+    """Host -> reason for the hosts the guest's anti-affinity groups rule out."""
+    out: dict[str, str] = {}
+    for group in apart:
+        if guest.uuid not in {m.uuid for m in group}:
+            continue
+        for m in group:
+            where = planned.get(m.uuid) or (m.host if m.host != host else None)
+            if m.uuid != guest.uuid and where is not None:
+                out.setdefault(where, f"anti-affinity: {m.name} is there")
     return out
 
 

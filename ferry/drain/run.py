@@ -21,10 +21,18 @@ import concurrent.futures as cf
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ferry import errors
 from ferry.context import Event
 from ferry.drain.planner import drain_status, not_running_reason, ordered
+from ferry.jobs.limits import (
+    WAITING_STATUSES,
+    SlotRepository,
+    unsuspend,
+    wait_queued,
+    watch_destination,
+)
 from ferry.model import Instance, MigrationRequest, MigrationStatus
 from ferry.model.drain import Drain, DrainGuest, DrainStatus, GuestState
 from ferry.persistence.drains import DrainRepository
@@ -38,7 +46,10 @@ POLL_SECONDS = 0.2
 
 class DrainRun:
     """Drives drains (see the module doc). ``create``: makes a migration of a request and
-    returns its id without running it (``Orchestrator.create``)."""
+    returns its id without running it (``Orchestrator.create``); ``submit``: makes it and posts
+    it to the job store (``Orchestrator.submit``), for drains with the ``submit`` option: their
+    migrations are run by conductors, and this driver only starts them (at most
+    ``max_parallel`` unfinished) and follows their records."""
 
     def __init__(
         self,
@@ -46,13 +57,16 @@ class DrainRun:
         drains: DrainRepository,
         create: Callable[[MigrationRequest], str],
         *,
+        submit: Callable[[MigrationRequest], str] | None = None,
         poll: float = POLL_SECONDS,
     ) -> None:
         self.runner = runner
         self.context = runner.context
         self.drains = drains
         self.create = create
+        self.submit = submit
         self.poll = poll
+        self.slots = SlotRepository(self.context.db, self.context.settings.limits)
         self._idle = threading.Event()  # never set: the driver's pause between looks
         self._driving: set[str] = set()
         self._driving_lock = threading.Lock()
@@ -97,7 +111,7 @@ class DrainRun:
             for guest in self._adoptable(drain):
                 if aborting:
                     self._abort_migration(guest)
-                inflight[pool.submit(self._run_one, guest)] = guest
+                inflight[pool.submit(self._run_one, guest, drain, limit)] = guest
             while True:
                 if not aborting and self.drains.abort_requested(drain_id):
                     aborting = True
@@ -114,7 +128,7 @@ class DrainRun:
                 while not aborting and queued and len(inflight) < limit:
                     started = self._start(drain, queued.pop(0))
                     if started is not None:
-                        inflight[pool.submit(self._run_one, started)] = started
+                        inflight[pool.submit(self._run_one, started, drain, limit)] = started
                 if not inflight:
                     if aborting or not (queued or waiting):
                         break
@@ -186,13 +200,26 @@ class DrainRun:
         if skipped is not None:
             self._set(drain.id, guest, GuestState.SKIPPED, reason=skipped)
             return None
+        apart = {
+            m
+            for group in drain.options.get("not_together") or ()
+            if inst.uuid in group
+            for m in group
+            if m != inst.uuid
+        }
         request = MigrationRequest(
             instance=inst.uuid,
             destination=drain.options.get("to"),
             to_group=drain.options.get("to_group"),
+            not_with=sorted(apart),
         )
+        make = self.create
+        if drain.options.get("submit"):
+            if self.submit is None:
+                raise errors.ConfigError(f"drain {drain.id} posts to the job store: none here")
+            make = self.submit
         try:
-            migration_id = self.create(request)
+            migration_id = make(request)
         except errors.FerryError as exc:
             self._set(drain.id, guest, GuestState.FAILED, reason=str(exc))
             return None
@@ -200,17 +227,50 @@ class DrainRun:
         guest.migration, guest.state = migration_id, GuestState.RUNNING.value
         return guest
 
-    def _run_one(self, guest: DrainGuest) -> None:
-        migration_id = str(guest.migration)
-        record = self.context.migrations.get(migration_id)
-        if record.done and self.runner.flow_state(migration_id) in (*FINISHED_FLOW_STATES, None):
+    def _run_one(self, guest: DrainGuest, drain: Drain, limit: int) -> None:
+        """Run the guest's migration within the limits: the job store's slots (``total``,
+        ``source:HOST`` at the drain's ``max_parallel``, and ``destination:HOST`` once the
+        scheduler has chosen it), taken and waited for as a conductor does (the migration is
+        ``queued`` meanwhile, with the full limit as its detail). An aborted one runs at once
+        (to revert). A posted one (``submit``) is run by a conductor: its record is followed."""
+        migrations = self.context.migrations
+        mid = str(guest.migration)
+        host = drain.host
+        if drain.options.get("submit"):
+            while not migrations.get(mid).done:
+                self._idle.wait(self.poll)
             return
-        self.runner.run(migration_id)
+        while True:
+            record = migrations.get(mid)
+            if record.done and self.runner.flow_state(mid) in (*FINISHED_FLOW_STATES, None):
+                return
+            waiting: list[Any] = []
+            hook = None
+            if not record.abort_requested:
+                needed = self.slots.needed(host, record.destination, limit)
+                blocked = self.slots.acquire(mid, needed)
+                if blocked is not None and record.status in WAITING_STATUSES:
+                    wait_queued(migrations, mid, record.status, blocked)
+                    self._idle.wait(self.poll)
+                    continue
+                if blocked is not None:  # past its transfer's start: it goes on (as a conductor)
+                    LOG.warning(
+                        "migration %s is %s past its limits: %s", mid, record.status, blocked
+                    )
+                unsuspend(migrations, record, f"drain {guest.instance}")
+                hook = watch_destination(self.slots, migrations, mid, host, waiting, limit)
+            self.runner.run(mid, on_engine=hook)
+            if not waiting:
+                return
+            wait_queued(migrations, mid, MigrationStatus.PREPARING.value, waiting[0])
+            self.slots.release(mid)
 
     def _finish(self, drain_id: str, guest: DrainGuest, future: cf.Future[None]) -> None:
         migration_id = str(guest.migration)
         failure = future.exception()
         record = self.context.migrations.get(migration_id)
+        if record.done:
+            self.slots.release(migration_id)
         if record.status == MigrationStatus.COMPLETED:
             self._set(drain_id, guest, GuestState.COMPLETED, destination=record.destination)
         elif record.status == MigrationStatus.CANCELLED:

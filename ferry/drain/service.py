@@ -4,7 +4,8 @@ record (disabling the host in the same transaction), run, resume, abort, undrain
 Bad input raises before anything is recorded: HostNotFound (the host or ``to``),
 HostDraining (a drain of the host is running), NoValidHost (no other host is up and enabled,
 with each host's reason), ConfigError (``max_parallel`` < 1, ``to`` the drained host, ``to`` with
-``to_group``, an unknown group or order).
+``to_group`` or ``not_together``, an unknown group or order, a ``not_together`` group of one),
+InstanceNotFound (a ``not_together`` guest).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class DrainOptions:
     to_group: str | None = None
     order: str = "smallest"
     reason: str | None = None
+    submit: bool = False  # post the migrations to the job store (conductors run them)
+    #: anti-affinity groups: the guests (names or UUIDs) of each are kept on different hosts
+    not_together: tuple[tuple[str, ...], ...] = ()
 
 
 class DrainHandle:
@@ -67,11 +71,16 @@ class DrainHandle:
 
 
 class DrainService:
-    def __init__(self, runner: Runner, create: Callable[[MigrationRequest], str]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        create: Callable[[MigrationRequest], str],
+        submit: Callable[[MigrationRequest], str] | None = None,
+    ) -> None:
         self.runner = runner
         self.context = runner.context
         self.drains = DrainRepository(self.context.db)
-        self.run_ = DrainRun(runner, self.drains, create)
+        self.run_ = DrainRun(runner, self.drains, create, submit=submit)
 
     # ----------------------------------------------------------------- planning
     def plan(self, options: DrainOptions) -> list[PlanEntry]:
@@ -91,6 +100,8 @@ class DrainService:
             )
         if options.to_group and not scheduler.group_known(options.to_group):
             raise errors.ConfigError(f"unknown host group {options.to_group!r}")
+        drivers = self.context.drivers
+        apart = [[drivers.find_instance(ref) for ref in group] for group in options.not_together]
         return plan_drain(
             self.run_.guests_on(options.host),
             states,
@@ -99,6 +110,7 @@ class DrainService:
             filters=scheduler.filters(options.to_group),
             weighers=scheduler.weighers,
             order=options.order,
+            apart=apart,
         )
 
     def _check(self, o: DrainOptions) -> None:
@@ -116,6 +128,13 @@ class DrainService:
                 raise errors.ConfigError(f"--to {o.to} is the host being drained")
             if not drivers.has_host(o.to):
                 raise errors.HostNotFound(o.to)
+        for group in o.not_together:
+            if len(set(group)) < 2:
+                raise errors.ConfigError(f"--not-together {','.join(group)}: name 2 guests or more")
+            if o.to is not None:
+                raise errors.ConfigError("--to and --not-together cannot be combined")
+            for ref in group:
+                drivers.find_instance(ref)  # InstanceNotFound
         busy = self.drains.active(o.host)
         if busy is not None:
             raise errors.HostDraining(f"host {o.host!r} is already being drained (drain {busy})")
@@ -146,6 +165,11 @@ class DrainService:
             "to": options.to,
             "to_group": options.to_group,
             "order": options.order,
+            "submit": options.submit,
+            "not_together": [
+                sorted({self.context.drivers.find_instance(r).uuid for r in group})
+                for group in options.not_together
+            ],
         }
         self.drains.create(
             drain_id, options.host, reason=options.reason, options=opts, guests=guests

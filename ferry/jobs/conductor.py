@@ -32,27 +32,28 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from taskflow import states as tf_states
 from taskflow.conductors.backends import impl_nonblocking
 
 from ferry import errors
-from ferry.flows import constants as c
 from ferry.model import MigrationStatus
 from ferry.persistence.repository import LS, M
 from ferry.runner.lease import HandOff, OwnershipLost
 from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
 
 from .board import open_board
-from .limits import Blocked, SlotRepository
+from .limits import (
+    WAITING_STATUSES,
+    Blocked,
+    SlotRepository,
+    unsuspend,
+    wait_queued,
+    watch_destination,
+)
 from .ownership import Ownership
 from .store import JobRepository
 
 LOG = logging.getLogger(__name__)
 
-#: statuses in which a migration has not reached its transfer yet (a full limit may hold it)
-WAITING_STATUSES = frozenset(
-    {MigrationStatus.ACCEPTED.value, MigrationStatus.QUEUED.value, MigrationStatus.PREPARING.value}
-)
 #: migrations one conductor runs at once at most (each holds a database connection while it
 #: runs; ferry's pool has 8 + 16 overflow)
 MAX_JOBS = 16
@@ -318,9 +319,7 @@ class Conductor:
                 self.active.pop(mid, None)
 
     def _wait_queued(self, mid: str, status: str, blocked: Blocked) -> None:
-        if status != MigrationStatus.QUEUED.value:
-            self.runner.migrations.set_status(mid, MigrationStatus.QUEUED, detail=str(blocked))
-        LOG.info("migration %s queued: %s", mid, blocked)
+        wait_queued(self.runner.migrations, mid, status, blocked)
 
     def _run(self, job: Any, own: Ownership) -> bool:
         runner = self.runner
@@ -328,13 +327,7 @@ class Conductor:
         record = runner.migrations.get(mid)
         if record.done and runner.flow_state(mid) in FINISHED_FLOW_STATES:
             return True
-        if record.status == MigrationStatus.QUEUED.value and any(
-            h.status == MigrationStatus.PREPARING.value for h in record.history
-        ):
-            # suspended after its destination was chosen: the sentinel does not run again
-            runner.migrations.set_status(
-                mid, MigrationStatus.PREPARING, detail=f"resumed by conductor {self.name}"
-            )
+        unsuspend(runner.migrations, record, f"conductor {self.name}")
         try:
             return self._drive(job, own, record.source)
         except HandOff:
@@ -346,28 +339,8 @@ class Conductor:
     def _drive(self, job: Any, own: Ownership, source: str | None) -> bool:
         mid = own.migration_id
         waiting: list[Blocked] = []
-
-        def watch_destination(engine: Any) -> None:
-            def on_destination(state: str, details: dict[str, Any]) -> None:
-                if details.get("task_name") != c.SCHEDULE or not isinstance(
-                    details.get("result"), str
-                ):
-                    return
-                try:
-                    if self.runner.migrations.field(mid, "abort_requested"):
-                        return
-                    needed = self.slots.needed(source, details["result"])
-                    blocked = self.slots.acquire(mid, needed)
-                except Exception as exc:
-                    LOG.warning("migration %s: cannot take the destination slot: %s", mid, exc)
-                    blocked = Blocked(f"destination:{details['result']}", 0, 0)
-                if blocked is not None:
-                    waiting.append(blocked)
-                    engine.suspend()
-
-            engine.atom_notifier.register(tf_states.SUCCESS, on_destination)
-
-        result = self.runner.run(mid, own, on_engine=watch_destination)
+        hook = watch_destination(self.slots, self.runner.migrations, mid, source, waiting)
+        result = self.runner.run(mid, own, on_engine=hook)
         if result.lost is not None:
             return False
         if result.finished:

@@ -7,22 +7,41 @@ migration's slots are taken in one transaction with one conditional ``UPDATE`` p
 (``used = used + 1 WHERE used < limit``, in key order so concurrent takers never deadlock); when
 one counter is full the transaction rolls back and nothing is held. Taking is idempotent (a
 migration resumed by another conductor keeps what it holds) and so is releasing.
+
+The conductor and a drain run in-process (:mod:`ferry.drain.run`) use the same slots and the
+same steps: :func:`watch_destination` takes the destination's slot once the scheduler has chosen
+it (suspending the engine when it is full), :func:`wait_queued` records why a migration waits,
+:func:`unsuspend` puts a migration suspended after its destination was chosen back to
+``preparing`` before it runs again.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from taskflow import states as tf_states
 
 from ferry.config import LimitSettings
+from ferry.flows import constants as c
+from ferry.model import Migration, MigrationStatus
 from ferry.persistence.db import Database, dialect_insert
+from ferry.persistence.repository import MigrationRepository
 
 from .tables import COUNTERS, SLOTS
 
+LOG = logging.getLogger(__name__)
+
 TOTAL = "total"
+#: statuses in which a migration has not reached its transfer yet (a full limit may hold it:
+#: it is put back to ``queued``)
+WAITING_STATUSES = frozenset(
+    {MigrationStatus.ACCEPTED.value, MigrationStatus.QUEUED.value, MigrationStatus.PREPARING.value}
+)
 
 
 def source_key(host: str) -> str:
@@ -66,11 +85,16 @@ class SlotRepository:
         self.limits = limits
         self.now = now
 
-    def needed(self, source: str | None, destination: str | None) -> dict[str, int]:
-        """key -> limit (0 = unlimited) of the slots a migration needs."""
+    def needed(
+        self, source: str | None, destination: str | None, source_limit: int | None = None
+    ) -> dict[str, int]:
+        """key -> limit (0 = unlimited) of the slots a migration needs (``source_limit``: the
+        limit out of ``source`` instead of ``per_source``, as a drain's ``--max-parallel``)."""
         keys = {TOTAL: self.limits.total}
         if source:
-            keys[source_key(source)] = self.limits.per_source
+            keys[source_key(source)] = (
+                self.limits.per_source if source_limit is None else source_limit
+            )
         if destination:
             keys[destination_key(destination)] = self.limits.per_destination
         return keys
@@ -174,3 +198,55 @@ class SlotRepository:
 
 def _insert_ignore(conn: sa.Connection, key: str) -> None:
     conn.execute(dialect_insert(conn, COUNTERS).values(key=key, used=0).on_conflict_do_nothing())
+
+
+def watch_destination(
+    slots: SlotRepository,
+    migrations: MigrationRepository,
+    migration_id: str,
+    source: str | None,
+    waiting: list[Blocked],
+    source_limit: int | None = None,
+) -> Callable[[Any], None]:
+    """An ``on_engine`` hook for :meth:`ferry.runner.Runner.run`: when the scheduler has chosen
+    the destination, take its slot; when that limit is full, append what blocked to ``waiting``
+    and suspend the engine right after ``schedule`` (the caller then :func:`wait_queued` and
+    gives the slots back)."""
+
+    def hook(engine: Any) -> None:
+        def on_destination(_state: str, details: dict[str, Any]) -> None:
+            if details.get("task_name") != c.SCHEDULE or not isinstance(details.get("result"), str):
+                return
+            try:
+                if migrations.field(migration_id, "abort_requested"):
+                    return
+                needed = slots.needed(source, details["result"], source_limit)
+                blocked = slots.acquire(migration_id, needed)
+            except Exception as exc:
+                LOG.warning("migration %s: cannot take the destination slot: %s", migration_id, exc)
+                blocked = Blocked(f"destination:{details['result']}", 0, 0)
+            if blocked is not None:
+                waiting.append(blocked)
+                engine.suspend()
+
+        engine.atom_notifier.register(tf_states.SUCCESS, on_destination)
+
+    return hook
+
+
+def wait_queued(
+    migrations: MigrationRepository, migration_id: str, status: str, blocked: Blocked
+) -> None:
+    """Record that the migration waits for a slot (status ``queued``, detail: which limit)."""
+    if status != MigrationStatus.QUEUED.value:
+        migrations.set_status(migration_id, MigrationStatus.QUEUED, detail=str(blocked))
+    LOG.info("migration %s queued: %s", migration_id, blocked)
+
+
+def unsuspend(migrations: MigrationRepository, record: Migration, by: str) -> None:
+    """A migration suspended after its destination was chosen goes back to ``preparing`` before
+    it runs again (its sentinel does not run again)."""
+    if record.status == MigrationStatus.QUEUED.value and any(
+        h.status == MigrationStatus.PREPARING.value for h in record.history
+    ):
+        migrations.set_status(record.id, MigrationStatus.PREPARING, detail=f"resumed by {by}")

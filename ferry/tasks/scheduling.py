@@ -175,7 +175,8 @@ class ClaimDestination(FerryTask):
     post-migration there. The destination's state is read from its driver first (one
     hypervisor), so the claim and its pinning are made on what the host has now plus what other
     migrations claimed. A host without room after the other claims fails its check (the
-    reschedule moves on).
+    reschedule moves on); so does one that anti-affinity (``not_with``) rules out once the claim
+    is made (a race with another instance's schedule).
     Revert: release this migration's claim on that host.
     """
 
@@ -197,6 +198,15 @@ class ClaimDestination(FerryTask):
         result = context.claims.claim_resources(migration_id, destination, inst, source=inst.host)
         if not result.ok:
             exc = errors.MigrationPreCheckError(destination, result.reason or NO_ROOM, "claim")
+            host_rejected(context, migration_id, exc)
+            raise exc
+        # anti-affinity once more, now that this claim is visible to the others: two instances
+        # kept apart that were scheduled at the same moment (or one suspended after its
+        # schedule, waiting for a slot) cannot both hold the same host
+        clash = avoided_hosts(context, request).get(destination)
+        if clash is not None:
+            context.claims.release(migration_id, destination)
+            exc = errors.MigrationPreCheckError(destination, clash, "claim")
             host_rejected(context, migration_id, exc)
             raise exc
         if result.pinning is not None:

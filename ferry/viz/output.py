@@ -9,6 +9,7 @@ import networkx as nx
 
 from ferry import errors
 from ferry.viz.dot import render, to_dot
+from ferry.viz.drain import drain_data, drain_dot
 from ferry.viz.export import graph_data
 
 #: file suffix -> format
@@ -33,10 +34,13 @@ def format_for(path: str | Path | None, fmt: str | None = None) -> str:
 
 
 def graph_bytes(g: nx.DiGraph, fmt: str) -> bytes:
-    """The graph in ``fmt``: dot and json need nothing, svg and png need Graphviz's ``dot``."""
+    """The graph (a migration's, or a drain's: :mod:`ferry.viz.drain`) in ``fmt``: dot and json
+    need nothing, svg and png need Graphviz's ``dot``."""
+    drain = g.graph.get("kind") == "drain"
     if fmt == "json":
-        return (json.dumps(graph_data(g), indent=2, sort_keys=True, default=str) + "\n").encode()
-    text = to_dot(g)
+        data = drain_data(g) if drain else graph_data(g)
+        return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    text = drain_dot(g) if drain else to_dot(g)
     if fmt == "dot":
         return text.encode()
     return render(text, fmt)

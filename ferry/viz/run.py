@@ -19,6 +19,7 @@ from ferry.flows import constants as c
 from ferry.model import Migration, PhaseState
 from ferry.persistence import db as db_module
 from ferry.persistence.db import Database
+from ferry.persistence.drains import DrainRepository
 from ferry.persistence.repository import LeaseRepository, MigrationRepository
 from ferry.persistence.taskflow_backend import FerryBackend
 from ferry.runner.lease import runner_process_gone
@@ -213,6 +214,11 @@ class RunStore:
 
     def list(self, status: str | None = None, limit: int | None = None) -> list[Migration]:
         return self.migrations.list(status=status, limit=limit)
+
+    @property
+    def drains(self) -> DrainRepository:
+        """The drains (host maintenance) of the same database."""
+        return DrainRepository(self.migrations.db)
 
     def load(self, migration_id: str) -> RunView:
         """The run ``migration_id``; raises MigrationNotFound for an unknown id."""

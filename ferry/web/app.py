@@ -1,7 +1,9 @@
 """The Flask application of ``ferry web``: GET routes only, everything read from the database.
 
-Pages: ``/`` (migrations) and ``/migrations/ID`` (one run: live graph, progress, hosts tried,
-timeline). JSON: ``/api/migrations``, ``/api/migrations/ID`` (the export of a run),
+Pages: ``/`` (migrations and drains), ``/migrations/ID`` (one run: live graph, progress, hosts
+tried, timeline) and ``/drains/ID`` (one drain: its guests and its graph, each guest linking to
+its migration's page; ``/drains/ID/graph.svg``, ``.dot``, ``.json``; ``/api/drains``,
+``/api/drains/ID``). JSON: ``/api/migrations``, ``/api/migrations/ID`` (the export of a run),
 ``/api/migrations/ID/live`` (what the page refreshes). Graph files: ``/migrations/ID/graph.svg``
 (needs Graphviz), ``.dot``, ``.json``.
 
@@ -16,10 +18,12 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, render_template, request
 
 from ferry import errors
+from ferry.model.drain import Drain
 from ferry.viz import GraphvizMissing, export_run, run_graph
+from ferry.viz.drain import drain_graph
 from ferry.viz.output import graph_bytes
 from ferry.viz.run import RunStore, RunView
-from ferry.web.fragments import live_view, migration_row
+from ferry.web.fragments import drain_row, drain_view, live_view, migration_row
 
 LIST_LIMIT = 200
 GRAPH_TYPES = {
@@ -70,10 +74,40 @@ def create_app(store: RunStore, *, refresh_seconds: float = 1.0) -> Flask:
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    def load_drain(drain_id: str) -> Drain:
+        try:
+            return store.drains.get(drain_id)
+        except errors.DrainNotFound:
+            abort(404, f"drain {drain_id} not found")
+
     @app.get("/")
     def index() -> str:
         rows = [migration_row(m) for m in store.list(limit=LIST_LIMIT)]
-        return render_template("index.html", rows=rows, refresh_ms=refresh_ms)
+        drains = [drain_row(d) for d in store.drains.list()[:LIST_LIMIT]]
+        return render_template("index.html", rows=rows, drains=drains, refresh_ms=refresh_ms)
+
+    @app.get("/drains/<drain_id>")
+    def drain(drain_id: str) -> str:
+        view = drain_view(load_drain(drain_id))
+        return render_template("drain.html", drain=view, refresh_ms=refresh_ms)
+
+    @app.get("/api/drains")
+    def api_drains() -> Response:
+        return jsonify([drain_row(d) for d in store.drains.list()[:LIST_LIMIT]])
+
+    @app.get("/api/drains/<drain_id>")
+    def api_drain(drain_id: str) -> Response:
+        return jsonify(load_drain(drain_id).to_dict())
+
+    @app.get("/drains/<drain_id>/graph.<fmt>")
+    def drain_graph_file(drain_id: str, fmt: str) -> Any:
+        if fmt not in GRAPH_TYPES:
+            abort(404)
+        try:
+            data = graph_bytes(drain_graph(load_drain(drain_id)), fmt)
+        except GraphvizMissing as exc:
+            abort(404, str(exc))
+        return Response(data, mimetype=GRAPH_TYPES[fmt])
 
     @app.get("/api/migrations")
     def api_list() -> Response:

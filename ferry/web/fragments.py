@@ -9,6 +9,7 @@ import networkx as nx
 from markupsafe import Markup, escape
 
 from ferry.model import Migration
+from ferry.model.drain import Drain
 from ferry.viz import dom_id, dot_available, format_timeline, run_graph, svg_fragment, to_dot
 from ferry.viz.graph import summary
 from ferry.viz.run import RunView
@@ -104,5 +105,47 @@ def fallback_list(g: nx.DiGraph) -> Markup:
         if data.get("switchover"):
             out.append('<li class="switchover">switchover: the VM never moves back</li>')
     out += ["</ol></li>"] * len(open_flows)
+    out.append("</ol>")
+    return Markup("".join(out))
+
+
+# ------------------------------------------------------------------------- drains
+def drain_row(d: Drain) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "host": d.host,
+        "status": d.status,
+        "reason": d.reason,
+        "counts": d.counts(),
+        "guests": len(d.guests),
+        "created_at": d.created_at,
+        "done": d.done,
+    }
+
+
+def drain_view(d: Drain, *, svg: bool | None = None) -> dict[str, Any]:
+    """The drain page: its facts, its guests and its graph (each guest linking to its
+    migration's page)."""
+    from ferry.viz.drain import drain_dot, drain_graph
+
+    g = drain_graph(d)
+    if svg is None:
+        svg = dot_available()
+    html = Markup(svg_fragment(drain_dot(g))) if svg else drain_fallback(g)
+    return {**drain_row(d), "guest_rows": [x.to_dict() for x in d.guests], "graph_html": str(html)}
+
+
+def drain_fallback(g: nx.DiGraph) -> Markup:
+    """Without Graphviz: the guests as a list, coloured by state, linking to their migrations."""
+    out = ['<ol class="guests fallback">']
+    for name, data in g.nodes(data=True):
+        if data["kind"] != "guest":
+            continue
+        text = escape(data["label"].replace("\n", ": "))
+        if data.get("url"):
+            text = Markup(f'<a href="{escape(data["url"])}">{text}</a>')
+        out.append(
+            f'<li id="{escape(name)}" class="guest state-{escape(data["state"])}">{text}</li>'
+        )
     out.append("</ol>")
     return Markup("".join(out))

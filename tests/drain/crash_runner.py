@@ -1,7 +1,8 @@
 """Runs a drain (or its resume) in a real subprocess and SIGKILLs itself at a chosen moment.
 
-    python -m tests.drain.crash_runner CONFIG DB_URL drain HOST --max-parallel 2 --kill-at SPEC
-    python -m tests.drain.crash_runner CONFIG DB_URL resume DRAIN_ID
+    python -m tests.drain.crash_runner CONFIG DB_URL drain HOST --max-parallel 2 --kill-at SPEC \
+        [--order largest] [--not-together VM,VM,...]
+    python -m tests.drain.crash_runner CONFIG DB_URL resume DRAIN_ID [--kill-at SPEC]
 
 ``SPEC`` is ``KIND:ARG:N``, the N-th event of: ``drain:STATE`` (a guest's state recorded),
 ``status:STATUS`` (a migration's status change), ``started:ATOM`` / ``done:ATOM`` (an atom
@@ -56,13 +57,19 @@ def main() -> int:
     ap.add_argument("mode", choices=["drain", "resume"])
     ap.add_argument("target")
     ap.add_argument("--max-parallel", type=int, default=2)
+    ap.add_argument("--order", default="smallest")
+    ap.add_argument("--not-together", action="append", default=[])
     ap.add_argument("--kill-at", default=None)
     args = ap.parse_args()
     orch = Orchestrator(args.db, config=args.config)
     if args.kill_at:
         orch.subscribe(make_trap(args.kill_at))
     if args.mode == "drain":
-        drain_id = orch.drain_service.start(DrainOptions(args.target, args.max_parallel))
+        groups = tuple(tuple(g.split(",")) for g in args.not_together)
+        options = DrainOptions(
+            args.target, args.max_parallel, order=args.order, not_together=groups
+        )
+        drain_id = orch.drain_service.start(options)
     else:
         drain_id = args.target
     print(drain_id, flush=True)

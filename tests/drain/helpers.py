@@ -80,3 +80,34 @@ def assert_every_guest_on_one_host(orch: Orchestrator, sim: SimulatedDriver) -> 
             assert_on(sim, inst.name, inst.host)
     assert orch.claims.list() == []
     assert orch.migrations.locks() == {}
+
+
+ACTIVE = {"preparing", "running", "post-migrating"}
+
+
+def intervals(
+    orch: Orchestrator, migration_id: str, statuses: set[str]
+) -> list[tuple[float, float]]:
+    """The spans of the migration's status history spent in ``statuses`` (a migration that waits
+    for a slot goes back to ``queued``, which ends a span)."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    for change in orch.get(migration_id).history:
+        if change.status in statuses and start is None:
+            start = change.at
+        elif change.status not in statuses and start is not None:
+            out.append((start, change.at))
+            start = None
+    if start is not None:
+        out.append((start, float("inf")))
+    return out
+
+
+def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
+    """The most of ``spans`` overlapping at one moment (one ending as another starts: not)."""
+    points = [p for a, b in spans for p in ((a, 1), (b, -1))]
+    most = now = 0
+    for _at, step in sorted(points):  # ends (-1) before starts (+1) at a tie
+        now += step
+        most = max(most, now)
+    return most

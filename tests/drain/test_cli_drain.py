@@ -88,6 +88,9 @@ def test_drain_show_hosts_undrain(env: dict[str, str]) -> None:
         (["drain", "src", "--to", "src"], "is the host being drained"),
         (["drain", "src", "--to", "dst-1", "--to-group", "x"], "cannot be combined"),
         (["undrain", "nope"], "not a configured host"),
+        (["drain", "src", "--not-together", "g-00,nope"], "nope"),
+        (["drain", "src", "--not-together", "g-00"], "name 2 guests or more"),
+        (["drain", "src", "--not-together", "g-00,g-01", "--to", "dst-1"], "cannot be combined"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(
@@ -119,3 +122,32 @@ def test_only_enabled_host_and_already_draining(env: dict[str, str], tmp_path: P
     orch.close()
     code, out, _ = ferry(env, "drains", "--json")
     assert [d["id"] for d in json.loads(out)] == [drain_id]
+
+
+def test_detach_prints_the_id_and_a_background_process_drains(env: dict[str, str]) -> None:
+    from tests.jobs.helpers import wait_for
+
+    code, out, _ = ferry(env, "drain", "src", "--detach", "--json", "--max-parallel", "2")
+    assert code == 0
+    started = json.loads(out)
+    assert started["host"] == "src" and started["status"] == "running"
+    drain_id = started["id"]
+
+    def finished() -> dict[str, object] | None:
+        _, shown, _ = ferry(env, "show", drain_id, "--json")
+        d = json.loads(shown)
+        return d if d["status"] not in ("planning", "running") else None
+
+    d = wait_for(finished, 120, "the detached drain to finish")
+    assert d["status"] == "partial"  # huge-1 fits nowhere
+    states = {g["instance"]: g["state"] for g in d["guests"]}  # type: ignore[attr-defined]
+    assert states["g-00"] == "completed" and states["huge-1"] == "skipped"
+    code, out, _ = ferry(env, "hosts", "--json")
+    assert next(h for h in json.loads(out) if h["name"] == "src")["drain"] == drain_id
+
+
+def test_submit_without_a_board_is_one_line_and_changes_nothing(env: dict[str, str]) -> None:
+    code, _, err = ferry(env, "drain", "src", "--submit")
+    assert code != 0 and err.count("\n") == 1, err
+    code, out, _ = ferry(env, "drains", "--json")
+    assert json.loads(out) == []

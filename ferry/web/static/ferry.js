@@ -104,5 +104,7 @@
   } else if (body.dataset.page === "migration") {
     var id = encodeURIComponent(body.dataset.id);
     poll("/api/migrations/" + id + "/live", renderRun, function (run) { return run.done; });
+  } else if (body.dataset.page === "drain" && body.dataset.done !== "yes") {
+    setTimeout(function () { window.location.reload(); }, every * 2);  // until it has ended
   }
 })();
