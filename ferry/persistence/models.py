@@ -245,11 +245,12 @@ class DrainGuestRow(Base):
 
 
 class HostMaintenanceRow(Base):
-    """A host disabled for scheduling by a drain, until ``undrain`` (one row per host)."""
+    """A host disabled for scheduling, by a drain (``drain_id``) or an operator (``drain_id``
+    None), until it is enabled again (``undrain`` / ``enable_host``); one row per host."""
 
     __tablename__ = "ferry_host_maintenance"
 
     host: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    drain_id: Mapped[str] = mapped_column(sa.String(36))
+    drain_id: Mapped[str | None] = mapped_column(sa.String(36))
     reason: Mapped[str | None] = mapped_column(sa.Text)
     since: Mapped[float] = mapped_column(sa.Float)

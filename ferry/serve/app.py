@@ -23,7 +23,8 @@ from ferry.serve.metrics import (
     exposition,
     rejection_reasons,
 )
-from ferry.serve.routes import ApiError, error_response, make_blueprint
+from ferry.serve.replies import ApiError, error_response
+from ferry.serve.routes import make_blueprint
 from ferry.serve.tokens import Role, TokenStore
 from ferry.serve.workers import Workers
 from ferry.viz.run import RunStore

@@ -12,6 +12,10 @@ from ferry.tasks.base import FerryTask, instance_of, is_failure, migrate_data_of
 from ferry.tasks.scheduling import host_rejected
 
 
+def _colon(reason: str | None) -> str:
+    return f": {reason}" if reason else ""
+
+
 def _checked(ctx: Context, migration_id: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
@@ -41,13 +45,14 @@ class CheckHypervisor(FerryTask):
                 raise errors.MigrationPreCheckError(
                     destination, "host is disabled", "check-hypervisor"
                 )
-            drain = context.claims.maintenance_of(destination)
-            if drain is not None:
-                raise errors.MigrationPreCheckError(
-                    destination,
-                    f"host is disabled for maintenance (drain {drain})",
-                    "check-hypervisor",
+            maintenance = context.claims.maintenance_of(destination)
+            if maintenance is not None:
+                why = (
+                    f"host is disabled for maintenance (drain {maintenance['drain']})"
+                    if maintenance["drain"]
+                    else "host is disabled" + _colon(maintenance["reason"])
                 )
+                raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")
             why = hypervisor_mismatch(src, dst)
             if why:
                 raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")

@@ -56,6 +56,7 @@ def test_the_job_store_takes_the_requests_when_configured() -> None:
             limits=SimpleNamespace(total=0),
         ),
         submit=lambda request: posted.append(request) or "m-1",
+        drains=lambda: [],
     )
     workers = Workers(fake)
     try:
