@@ -17,6 +17,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ferry.api import Orchestrator
+from ferry.metrics import ProcessCollector
 from ferry.serve.metrics import (
     CONTENT_TYPE,
     MigrationCollector,
@@ -57,7 +58,7 @@ def create_service_app(
     )
 
     def metrics() -> Response:
-        return Response(exposition(collector), content_type=CONTENT_TYPE)
+        return Response(exposition(collector, ProcessCollector()), content_type=CONTENT_TYPE)
 
     metrics.ferry_role = Role.READER  # type: ignore[attr-defined]
     app.add_url_rule("/metrics", "metrics", metrics)

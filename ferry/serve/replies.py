@@ -62,5 +62,3 @@ def needs(role: Role) -> Any:
         return fn
 
     return mark
-
-

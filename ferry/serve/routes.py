@@ -29,6 +29,7 @@ GRAPH_TYPES = {
     "svg": "image/svg+xml",
 }
 
+
 def make_blueprint(
     orch: Orchestrator, workers: Workers, *, stopping: threading.Event, poll_seconds: float
 ) -> Blueprint:

@@ -183,9 +183,7 @@ DRAIN_VALIDATOR = Draft202012Validator(DRAIN_REQUEST)
 DISABLE_VALIDATOR = Draft202012Validator(HOST_DISABLE)
 
 
-def request_errors(
-    body: Any, validator: Draft202012Validator = REQUEST_VALIDATOR
-) -> list[str]:
+def request_errors(body: Any, validator: Draft202012Validator = REQUEST_VALIDATOR) -> list[str]:
     """Why ``body`` is not a valid body (a migration request by default; empty: it is)."""
     out = []
     for err in sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.path]):

@@ -133,9 +133,7 @@ class Workers:
         for migration_id in reversed(pending):  # oldest first
             self.start(migration_id)
         if pending or drains:
-            LOG.info(
-                "resuming %d unfinished migration(s), %d drain(s)", len(pending), len(drains)
-            )
+            LOG.info("resuming %d unfinished migration(s), %d drain(s)", len(pending), len(drains))
         return drains + pending
 
     def busy(self) -> int:

@@ -47,12 +47,12 @@ class CheckHypervisor(FerryTask):
                 )
             maintenance = context.claims.maintenance_of(destination)
             if maintenance is not None:
-                why = (
+                disabled = (
                     f"host is disabled for maintenance (drain {maintenance['drain']})"
                     if maintenance["drain"]
                     else "host is disabled" + _colon(maintenance["reason"])
                 )
-                raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")
+                raise errors.MigrationPreCheckError(destination, disabled, "check-hypervisor")
             why = hypervisor_mismatch(src, dst)
             if why:
                 raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")

@@ -89,9 +89,7 @@ def test_host_writes_refused(service: Service, orch: Orchestrator) -> None:
     # a running drain's host: neither enabled nor re-disabled by hand (like `ferry undrain`)
     drain_id = orch.drain_service.start(DrainOptions("compute-4", reason="bios"))
     for action in ("enable", "disable"):
-        reply = call(
-            service.url, "POST", f"/api/v1/hosts/compute-4/{action}", token=op, body={}
-        )
+        reply = call(service.url, "POST", f"/api/v1/hosts/compute-4/{action}", token=op, body={})
         assert (reply.status, reply.json["error"]["code"]) == (409, "HostDraining")
         assert drain_id in reply.json["error"]["message"]
     assert _hosts(service)["compute-4"]["drain"] == drain_id
