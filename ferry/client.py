@@ -34,6 +34,9 @@ class ClientError(FerryError):
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
 
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
 
 @dataclass(frozen=True)
 class ServerEvent:
