@@ -335,8 +335,20 @@ class Orchestrator:
 
     def undrain(self, host: str) -> str | None:
         """Enable ``host`` for scheduling again; returns the drain that disabled it. Raises
-        HostDraining while a drain of ``host`` is running."""
-        return self.drain_service.undrain(host)
+        HostDraining while a drain of ``host`` is running. (The same as :meth:`enable_host`.)"""
+        return self.drain_service.enable_host(host)
+
+    def disable_host(self, host: str, reason: str | None = None) -> None:
+        """Disable ``host`` for scheduling (the scheduler and the destination checks skip it)
+        until :meth:`enable_host`; the same maintenance row a drain writes, without a drain.
+        Raises HostNotFound, and HostDraining while a drain of ``host`` is running."""
+        self.drain_service.disable_host(host, reason)
+
+    def enable_host(self, host: str) -> str | None:
+        """Enable ``host`` again, whoever disabled it; returns the drain that did (None: an
+        operator, or nobody). Raises HostNotFound, and HostDraining while a drain of ``host``
+        is running (abort the drain first)."""
+        return self.drain_service.enable_host(host)
 
     def drains(self) -> builtins.list[Drain]:
         """Every drain, newest first."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from ferry.errors import FerryError
 from ferry.model import Migration, MigrationRequest, MigrationStatus
+from ferry.model.drain import Drain
 
 TERMINAL = frozenset(s.value for s in MigrationStatus if s.terminal)
 
@@ -32,6 +33,9 @@ class ClientError(FerryError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,53 @@ class Client:
     def hosts(self) -> builtins.list[dict[str, Any]]:
         return list(self._json("GET", "/api/v1/hosts"))
 
+    def disable_host(self, host: str, reason: str | None = None) -> dict[str, Any]:
+        """Disable ``host`` for scheduling; returns the host as ``hosts()`` shows it."""
+        path = f"/api/v1/hosts/{_q(host)}/disable"
+        return dict(self._json("POST", path, {"reason": reason}))
+
+    def enable_host(self, host: str) -> dict[str, Any]:
+        """Enable ``host`` again (409 while a drain of it runs); returns the host."""
+        return dict(self._json("POST", f"/api/v1/hosts/{_q(host)}/enable"))
+
+    def drain(
+        self,
+        host: str,
+        *,
+        max_parallel: int | None = None,
+        to: str | None = None,
+        to_group: str | None = None,
+        order: str = "smallest",
+        reason: str | None = None,
+    ) -> str:
+        """Start a drain of ``host`` on the server; returns its id once it is recorded (the
+        host disabled). The server's workers drive it; follow it with :meth:`get_drain`."""
+        body = _drain_body(host, max_parallel, to, to_group, order, reason)
+        return str(self._json("POST", "/api/v1/drains", body)["id"])
+
+    def plan_drain(
+        self,
+        host: str,
+        *,
+        max_parallel: int | None = None,
+        to: str | None = None,
+        to_group: str | None = None,
+        order: str = "smallest",
+    ) -> builtins.list[dict[str, Any]]:
+        """The plan of draining ``host`` (each guest's destination or why it is skipped);
+        nothing is recorded."""
+        body = {**_drain_body(host, max_parallel, to, to_group, order, None), "dry_run": True}
+        return list(self._json("POST", "/api/v1/drains", body)["plan"])
+
+    def drains(self) -> builtins.list[Drain]:
+        return [Drain.from_dict(d) for d in self._json("GET", "/api/v1/drains")["drains"]]
+
+    def get_drain(self, drain_id: str) -> Drain:
+        return Drain.from_dict(self._json("GET", f"/api/v1/drains/{_q(drain_id)}"))
+
+    def abort_drain(self, drain_id: str) -> Drain:
+        return Drain.from_dict(self._json("POST", f"/api/v1/drains/{_q(drain_id)}/abort"))
+
     def events(
         self,
         migration_id: str | None = None,
@@ -160,6 +211,11 @@ class Client:
                     ):
                         return
                 fields = {}
+
+
+def _drain_body(host: str, *options: Any) -> dict[str, Any]:
+    names = ("max_parallel", "to", "to_group", "order", "reason")
+    return {"host": host, **{k: v for k, v in zip(names, options, strict=True) if v is not None}}
 
 
 def _q(value: str) -> str:

@@ -146,17 +146,26 @@ class LazyGroup(click.Group):
 @click.option(
     "--config", envvar="FERRY_CONFIG", metavar="FILE", help="Config file (env FERRY_CONFIG)."
 )
+@click.option(
+    "--server",
+    envvar="FERRY_SERVER",
+    metavar="URL",
+    help="Talk to this `ferry serve` (env FERRY_SERVER; its token: env FERRY_TOKEN) for migrate, "
+    "list, show, abort, force-complete and hosts.",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="ferry")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, config: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context, db: str | None, config: str | None, server: str | None, verbose: int
+) -> None:
     """Live-migrate running virtual machines between hypervisor hosts."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
         for noisy in ("taskflow", "alembic", "stevedore"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-    ctx.obj = State(db, config, verbose)
+    ctx.obj = State(db, config, verbose, server)
 
 
 def main() -> None:

@@ -22,16 +22,44 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+#: the commands that talk to a ``ferry serve`` when given ``--server`` (or FERRY_SERVER)
+REMOTE_COMMANDS = ("migrate", "list", "show", "abort", "force-complete", "hosts")
+
+
 class State:
-    def __init__(self, db: str | None, config: str | None, verbose: int) -> None:
+    def __init__(
+        self, db: str | None, config: str | None, verbose: int, server: str | None = None
+    ) -> None:
         self.db = db
         self.config = config
         self.verbose = verbose
+        self.server = server
         self._orch: Any = None
         self._reads: Any = None
         self._store: Any = None
 
-    def orchestrator(self, database_url: str | None = None) -> Any:
+    def remote(self) -> Any:
+        """The :class:`ferry.client.Client` of ``--server`` (FERRY_SERVER) with the token of
+        FERRY_TOKEN (never an option: a command line is visible to every local user), or None
+        when no server is given."""
+        if not self.server:
+            return None
+        import os
+
+        from ferry.client import Client
+
+        return Client(self.server, os.environ.get("FERRY_TOKEN") or None)
+
+    def local(self, allowed: bool = False) -> None:
+        """Refuse to work on the database while a server is given (unless ``allowed``)."""
+        if self.server and not allowed:
+            raise errors.ConfigError(
+                "this command works on the database, not through a server: drop --server "
+                f"(FERRY_SERVER); with a server: {', '.join(REMOTE_COMMANDS)}"
+            )
+
+    def orchestrator(self, database_url: str | None = None, *, local: bool = False) -> Any:
+        self.local(local)
         if self._orch is None:
             from ferry.api import Orchestrator
 
@@ -41,14 +69,16 @@ class State:
     def reads(self) -> Any:
         """The queries of the read commands (ferry.readside.ReadSide): records, phases, hosts and
         instances without the runner, so no TaskFlow engine, networkx or Alembic is imported."""
+        self.local()
         if self._reads is None:
             from ferry.readside import ReadSide
 
             self._reads = ReadSide.open(self.db, config=self.config)
         return self._reads
 
-    def store(self) -> Any:
+    def store(self, *, local: bool = False) -> Any:
         """Read access to runs (ferry.viz.RunStore): the database only, no driver, no hypervisor."""
+        self.local(local)
         if self._store is None:
             from ferry.config import load_settings
             from ferry.persistence.db import default_database_url

@@ -16,7 +16,8 @@ from ferry.cli.output import console, print_hosts
 @guarded
 def hosts(state: State, as_json: bool) -> None:
     """Hosts with capacity, usage, claims, migrations in flight and NUMA cells."""
-    data = state.reads().hosts()
+    client = state.remote()
+    data = client.hosts() if client is not None else state.reads().hosts()
     if as_json:
         emit_json(data)
     else:

@@ -48,15 +48,39 @@ def submit(state: State, as_json: bool, **options: Any) -> None:
     default=None,
     help="Migrations run at once (default: [conductor] max_jobs).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this conductor's Prometheus metrics on this port (0: a free one; needs the "
+    "'serve' extra).",
+)
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address of --metrics-port.",
+)
 @click.pass_obj
 @guarded
-def conductor(state: State, name: str | None, max_jobs: int | None) -> None:
+def conductor(
+    state: State,
+    name: str | None,
+    max_jobs: int | None,
+    metrics_port: int | None,
+    metrics_addr: str,
+) -> None:
     """Run migrations posted to the job board until SIGTERM or Ctrl-C (then the migrations in
     progress are handed over to other conductors at their next step)."""
     import signal
 
     from ferry.jobs.conductor import Conductor
 
+    metrics = None
+    if metrics_port is not None:
+        from ferry.metrics import start_metrics_server
+
+        metrics = start_metrics_server(metrics_port, metrics_addr)
     orch = state.orchestrator()
     runner = Conductor(orch.runner, name=name, max_jobs=max_jobs)
     signals = {"count": 0}
@@ -75,9 +99,16 @@ def conductor(state: State, name: str | None, max_jobs: int | None) -> None:
         f"{runner.safe_url}, lease {runner.ttl:g} s",
         err=True,
     )
+    if metrics is not None:
+        host, port = metrics.server_address[:2]
+        click.echo(
+            f"ferry conductor {runner.owner}: metrics on http://{host}:{port}/metrics", err=True
+        )
     try:
         runner.run()
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         runner.close()
         orch.close()
     click.echo(f"ferry conductor {runner.owner}: stopped", err=True)

@@ -30,8 +30,13 @@ from ferry.cli.output import run_with_progress
 @guarded
 def migrate(state: State, detach: bool, as_json: bool, **options: Any) -> None:
     """Live-migrate VM (name or UUID)."""
-    orch = state.orchestrator()
     request = request_from_options(**options)
+    client = state.remote()
+    if client is not None:
+        from ferry.cli import remote
+
+        return remote.migrate(client, request, detach, as_json)
+    orch = state.orchestrator()
     if detach:
         mid = orch.create(request)
         spawn_resume(state, mid)

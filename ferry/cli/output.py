@@ -209,12 +209,12 @@ def print_hosts(hosts: list[dict[str, Any]]) -> None:
 
 
 def _disabled(h: dict[str, Any]) -> str:
-    """``no``, or ``no (drain ID: reason)`` for a host a drain disabled."""
+    """``no``, ``no (drain ID: reason)`` for a host a drain disabled, ``no (reason)`` for one an
+    operator disabled."""
+    reason = h.get("disabled_reason")
     if not h.get("drain"):
-        return "no"
-    return f"no (drain {h['drain']}" + (
-        f": {h['disabled_reason']})" if h.get("disabled_reason") else ")"
-    )
+        return f"no ({reason})" if reason else "no"
+    return f"no (drain {h['drain']}" + (f": {reason})" if reason else ")")
 
 
 def format_cells(cells: list[dict[str, Any]]) -> str:

@@ -22,7 +22,11 @@ from ferry.cli.output import console, print_migration, run_with_progress
 @guarded
 def list_(state: State, status: str | None, limit: int | None, as_json: bool) -> None:
     """Migrations, newest first."""
-    items = state.reads().list(status=status, limit=limit)
+    client = state.remote()
+    if client is not None:
+        items = client.list(status, limit=limit)
+    else:
+        items = state.reads().list(status=status, limit=limit)
     if as_json:
         emit_json([migration_json(m) for m in items])
         return
@@ -56,6 +60,11 @@ def list_(state: State, status: str | None, limit: int | None, as_json: bool) ->
 @guarded
 def show(state: State, migration_id: str, timeline: bool, width: int | None, as_json: bool) -> None:
     """One migration: phases, hosts tried and why, status history, error; or one drain."""
+    client = state.remote()
+    if client is not None:
+        from ferry.cli import remote
+
+        return remote.show(client, migration_id, timeline, as_json)
     if not timeline and state.reads().is_drain(migration_id):
         from ferry.cli.drain import show_drain
 
@@ -108,6 +117,11 @@ def resume(state: State, migration_id: str, quiet: bool, as_json: bool) -> None:
 @guarded
 def abort(state: State, migration_id: str, as_json: bool) -> None:
     """Abort a migration before its switchover (the VM stays on the source), or a drain."""
+    client = state.remote()
+    if client is not None:
+        from ferry.cli import remote
+
+        return remote.abort(client, migration_id, as_json)
     if state.orchestrator().is_drain(migration_id):
         from ferry.cli.drain import abort_drain
 
@@ -128,7 +142,8 @@ def abort(state: State, migration_id: str, as_json: bool) -> None:
 def force_complete(state: State, migration_id: str, as_json: bool) -> None:
     """Make a running transfer finish now: post-copy when the migration's policy permits it
     (live_migration_permit_post_copy), else the guest is paused for the rest of the copy."""
-    m = state.orchestrator().force_complete(migration_id)
+    client = state.remote()
+    m = (client or state.orchestrator()).force_complete(migration_id)
     if as_json:
         emit_json(migration_json(m))
     else:

@@ -67,7 +67,7 @@ def serve(
     unfinished migrations are resumed at start."""
     package = _serve_package()
     server = package.ServiceServer(
-        state.orchestrator(),
+        state.orchestrator(local=True),
         listen,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -97,7 +97,7 @@ def token() -> None:
 
 
 def _tokens(state: State) -> Any:
-    return _serve_package().TokenStore(state.store().migrations.db)
+    return _serve_package().TokenStore(state.store(local=True).migrations.db)
 
 
 @token.command("create")

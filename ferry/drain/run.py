@@ -74,9 +74,11 @@ class DrainRun:
     def guests_on(self, host: str) -> list[Instance]:
         return [i for i in self.context.drivers.list_instances() if i.host == host]
 
-    def run(self, drain_id: str) -> Drain:
+    def run(self, drain_id: str, stopping: threading.Event | None = None) -> Drain:
         """Drive the drain until it ends (or continue one whose process died). Raises
-        MigrationInProgress while another live process (or thread of this one) drives it."""
+        MigrationInProgress while another live process (or thread of this one) drives it.
+        ``stopping`` (a server shutting down): once set, no new migration starts; when the ones
+        in flight have ended the drain is left ``running`` for the next :meth:`run`."""
         with self._driving_lock:
             if drain_id in self._driving:
                 raise errors.MigrationInProgress(f"drain {drain_id} is being run by this process")
@@ -90,7 +92,7 @@ class DrainRun:
             beat = self.runner.heartbeat(lease.ttl)
             beat.add(lease)
             try:
-                self._drive(drain_id)
+                self._drive(drain_id, stopping or threading.Event())
             finally:
                 beat.remove(lease)
                 lease.end()
@@ -100,7 +102,7 @@ class DrainRun:
         return self.drains.get(drain_id)
 
     # ------------------------------------------------------------------ driving
-    def _drive(self, drain_id: str) -> None:
+    def _drive(self, drain_id: str, stopping: threading.Event) -> None:
         drain = self.drains.get(drain_id)
         if drain.done:
             return
@@ -125,11 +127,15 @@ class DrainRun:
                 locks = self.context.migrations.locks()
                 waiting = [g for g in queued if g.instance_uuid in locks]  # arriving still
                 queued = [g for g in queued if g.instance_uuid not in locks]
-                while not aborting and queued and len(inflight) < limit:
+                halting = stopping.is_set()
+                while not (aborting or halting) and queued and len(inflight) < limit:
                     started = self._start(drain, queued.pop(0))
                     if started is not None:
                         inflight[pool.submit(self._run_one, started, drain, limit)] = started
                 if not inflight:
+                    if halting and not aborting:
+                        LOG.info("drain %s suspended: the process is stopping", drain_id)
+                        return
                     if aborting or not (queued or waiting):
                         break
                     if not queued:

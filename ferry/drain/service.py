@@ -11,6 +11,7 @@ InstanceNotFound (a ``not_together`` guest).
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,9 +177,10 @@ class DrainService:
         )
         return drain_id
 
-    def run(self, drain_id: str) -> Drain:
-        """Drive the drain to its end (also: continue one whose process died)."""
-        return self.run_.run(drain_id)
+    def run(self, drain_id: str, stopping: threading.Event | None = None) -> Drain:
+        """Drive the drain to its end (also: continue one whose process died); ``stopping``:
+        see :meth:`DrainRun.run`."""
+        return self.run_.run(drain_id, stopping)
 
     def abort(self, drain_id: str) -> Drain:
         """No new migrations; the ones in flight abort before their switchover. A drain whose
@@ -197,10 +199,18 @@ class DrainService:
         except errors.MigrationInProgress:
             return self.drains.get(drain_id)
 
-    def undrain(self, host: str) -> str | None:
+    def disable_host(self, host: str, reason: str | None) -> None:
+        """Disable ``host`` for scheduling (no drain); HostDraining while one runs."""
         if not self.context.drivers.has_host(host):
             raise errors.HostNotFound(host)
-        return self.drains.undrain(host)
+        self.drains.disable(host, reason)
+
+    def enable_host(self, host: str) -> str | None:
+        """Enable ``host`` again, however it was disabled; returns the drain that disabled it.
+        HostDraining while a drain of ``host`` is running."""
+        if not self.context.drivers.has_host(host):
+            raise errors.HostNotFound(host)
+        return self.drains.enable(host)
 
 
 def _skip_reason(e: PlanEntry) -> str | None:

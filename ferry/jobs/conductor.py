@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from taskflow.conductors.backends import impl_nonblocking
 
 from ferry import errors
+from ferry.metrics import COUNTERS, JOBS_CLAIMED, JOBS_TAKEN_OVER
 from ferry.model import MigrationStatus
 from ferry.persistence.repository import LS, M
 from ferry.runner.lease import HandOff, OwnershipLost
@@ -253,6 +254,10 @@ class Conductor:
             LOG.error("job %s (%s) is not a ferry migration; consumed unrun", job.uuid, job.name)
             return True
         try:
+            COUNTERS.inc(JOBS_CLAIMED)
+            before = self.jobs.get(mid) or {}
+            if before.get("last_owner") not in (None, self.owner):
+                COUNTERS.inc(JOBS_TAKEN_OVER)
             self.jobs.dispatched(mid, self.owner)
             try:
                 done = self._dispatch(job, mid)

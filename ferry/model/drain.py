@@ -102,6 +102,26 @@ class Drain:
             "guests": [g.to_dict() for g in self.guests],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Drain:
+        """The drain of :meth:`to_dict` (the guests' positions: their order)."""
+        fields = ("instance_uuid", "instance", "state", "migration", "destination", "reason")
+        return cls(
+            id=data["id"],
+            host=data["host"],
+            status=data["status"],
+            reason=data.get("reason"),
+            options=dict(data.get("options") or {}),
+            guests=[
+                DrainGuest(**{k: g.get(k) for k in fields}, position=i)
+                for i, g in enumerate(data.get("guests") or [])
+            ],
+            abort_requested=bool(data.get("abort_requested")),
+            created_at=float(data.get("created_at") or 0.0),
+            updated_at=float(data.get("updated_at") or 0.0),
+            finished_at=data.get("finished_at"),
+        )
+
 
 @dataclass(frozen=True)
 class PlanEntry:

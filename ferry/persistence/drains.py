@@ -1,6 +1,7 @@
 """Drain records (:mod:`ferry.model.drain`): the drain, its guests, and the host maintenance row
-that disables the host for scheduling. Each write is one short transaction; recording a drain
-and disabling its host is one."""
+that disables a host for scheduling -- written by a drain, or by an operator
+(:meth:`DrainRepository.disable`, no drain id). Each write is one short transaction; recording a
+drain and disabling its host is one. :func:`_disable` is the one way a host is disabled."""
 
 from __future__ import annotations
 
@@ -61,8 +62,7 @@ class DrainRepository:
             rows = [_guest_row(drain_id, g, now) for g in guests]
             if rows:
                 conn.execute(DG.insert(), rows)
-            conn.execute(HM.delete().where(HM.c.host == host))
-            conn.execute(HM.insert().values(host=host, drain_id=drain_id, reason=reason, since=now))
+            _disable(conn, host, drain_id, reason, now)
 
     # ------------------------------------------------------------------- reads
     def get(self, drain_id: str) -> Drain:
@@ -102,7 +102,8 @@ class DrainRepository:
             )
 
     def maintenance(self) -> dict[str, dict[str, Any]]:
-        """Host -> ``{"drain": id, "reason": ...}`` of every host a drain disabled."""
+        """Host -> ``{"drain": id or None, "reason": ...}`` of every disabled host (``drain``
+        None: an operator disabled it)."""
         with self.db.connect() as conn:
             rows = conn.execute(sa.select(HM)).mappings().all()
         return {r["host"]: {"drain": r["drain_id"], "reason": r["reason"]} for r in rows}
@@ -151,21 +152,41 @@ class DrainRepository:
                 conn.execute(sa.select(DR.c.abort_requested).where(DR.c.id == drain_id)).scalar()
             )
 
-    def undrain(self, host: str) -> str | None:
+    def disable(self, host: str, reason: str | None) -> None:
+        """Disable ``host`` for scheduling by an operator (no drain), with ``reason``; a host
+        disabled already gets the new reason. Raises :class:`HostDraining` while a drain of
+        ``host`` is running (its row stays the drain's until it ends)."""
+        with self.db.connect() as conn:
+            _refuse_while_draining(conn, host)
+            _disable(conn, host, None, reason, self.now())
+
+    def enable(self, host: str) -> str | None:
         """Enable ``host`` again (the drain id that disabled it, None when none did). Raises
         :class:`HostDraining` while a drain of ``host`` is not finished (checked in the same
         transaction)."""
         with self.db.connect() as conn:
-            busy = conn.execute(
-                sa.select(DR.c.id).where(DR.c.host == host, DR.c.status.in_(_ACTIVE))
-            ).scalar()
-            if busy is not None:
-                raise HostDraining(
-                    f"drain {busy} of {host} is running; abort it first (`ferry abort {busy}`)"
-                )
+            _refuse_while_draining(conn, host)
             drain_id = conn.execute(sa.select(HM.c.drain_id).where(HM.c.host == host)).scalar()
             conn.execute(HM.delete().where(HM.c.host == host))
         return cast(str | None, drain_id)
+
+
+def _refuse_while_draining(conn: sa.Connection, host: str) -> None:
+    busy = conn.execute(
+        sa.select(DR.c.id).where(DR.c.host == host, DR.c.status.in_(_ACTIVE))
+    ).scalar()
+    if busy is not None:
+        raise HostDraining(
+            f"drain {busy} of {host} is running; abort it first (`ferry abort {busy}`)"
+        )
+
+
+def _disable(
+    conn: sa.Connection, host: str, drain_id: str | None, reason: str | None, now: float
+) -> None:
+    """The one way a host is disabled for scheduling: its maintenance row (one per host)."""
+    conn.execute(HM.delete().where(HM.c.host == host))
+    conn.execute(HM.insert().values(host=host, drain_id=drain_id, reason=reason, since=now))
 
 
 def _guest_row(drain_id: str, g: DrainGuest, now: float) -> dict[str, Any]:

@@ -251,12 +251,13 @@ DRAIN_GUESTS = sa.Table(
 )
 
 
-# A host disabled for scheduling by a drain, until ``undrain`` (one row per host).
+# A host disabled for scheduling, by a drain (``drain_id``) or an operator (``drain_id`` None),
+# until it is enabled again (``undrain`` / ``enable_host``); one row per host.
 HOST_MAINTENANCE = sa.Table(
     "ferry_host_maintenance",
     METADATA,
     sa.Column("host", sa.String(255), primary_key=True),
-    sa.Column("drain_id", sa.String(36), nullable=False),
+    sa.Column("drain_id", sa.String(36)),
     sa.Column("reason", sa.Text),
     sa.Column("since", sa.Float, nullable=False),
 )

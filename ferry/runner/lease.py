@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ferry.metrics import COUNTERS, LEASE_RENEWALS_FAILED
 from ferry.persistence.repository import LeaseRepository
 
 LOG = logging.getLogger(__name__)
@@ -176,13 +177,16 @@ class Lease:
             try:
                 ok = not self.leased or self.leases.renew(self.migration_id, self.owner, self.ttl)
                 if not ok:
+                    COUNTERS.inc(LEASE_RENEWALS_FAILED)
                     self.lose("its lease row belongs to another runner now")
                     return
                 reason = self._renew_more()
                 if reason is not None:
+                    COUNTERS.inc(LEASE_RENEWALS_FAILED)
                     self.lose(reason)
                     return
             except Exception as exc:
+                COUNTERS.inc(LEASE_RENEWALS_FAILED)
                 late = time.monotonic() - self._confirmed
                 LOG.warning("migration %s: could not renew its lease (%s)", self.migration_id, exc)
                 if late > self.ttl:

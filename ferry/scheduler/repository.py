@@ -56,11 +56,14 @@ class ClaimRepository:
             ).one()
         return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
-    def maintenance_of(self, host: str) -> str | None:
-        """The id of the drain that disabled ``host`` for scheduling (None: not disabled)."""
+    def maintenance_of(self, host: str) -> dict[str, Any] | None:
+        """``{"drain": id or None, "reason": text}`` when ``host`` is disabled for scheduling
+        (by a drain, or by an operator: drain None); None when it is not."""
         with self.db.connect() as conn:
-            found = conn.execute(sa.select(HM.c.drain_id).where(HM.c.host == host)).scalar()
-        return None if found is None else str(found)
+            row = conn.execute(
+                sa.select(HM.c.drain_id, HM.c.reason).where(HM.c.host == host)
+            ).first()
+        return None if row is None else {"drain": row[0], "reason": row[1]}
 
     def claimed(self) -> dict[str, tuple[int, int, int]]:
         """host -> (vcpus, memory_mb, disk_gb) held by migrations in flight."""

@@ -17,13 +17,15 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ferry.api import Orchestrator
+from ferry.metrics import ProcessCollector
 from ferry.serve.metrics import (
     CONTENT_TYPE,
     MigrationCollector,
     exposition,
     rejection_reasons,
 )
-from ferry.serve.routes import ApiError, error_response, make_blueprint
+from ferry.serve.replies import ApiError, error_response
+from ferry.serve.routes import make_blueprint
 from ferry.serve.tokens import Role, TokenStore
 from ferry.serve.workers import Workers
 from ferry.viz.run import RunStore
@@ -56,7 +58,7 @@ def create_service_app(
     )
 
     def metrics() -> Response:
-        return Response(exposition(collector), content_type=CONTENT_TYPE)
+        return Response(exposition(collector, ProcessCollector()), content_type=CONTENT_TYPE)
 
     metrics.ferry_role = Role.READER  # type: ignore[attr-defined]
     app.add_url_rule("/metrics", "metrics", metrics)

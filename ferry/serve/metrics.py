@@ -13,6 +13,9 @@ server. Names follow KubeVirt's migration metrics where they map:
   that rejected them (``check_destination``, ``pre_live_migration``, ``claim``...)
 - ``ferry_migration_data_processed_bytes`` / ``_data_remaining_bytes`` /
   ``_memory_transfer_rate_bytes{migration, instance}``: per running migration
+
+and the server process's own counters (:mod:`ferry.metrics`: jobs claimed and taken over, lease
+renewals failed), defined once there and exposed by ``ferry conductor --metrics-port`` too.
 """
 
 from __future__ import annotations
@@ -174,8 +177,9 @@ def _mb(progress: dict[str, Any], key: str) -> float:
     return float(progress.get(key) or 0.0) * MB
 
 
-def exposition(collector: MigrationCollector) -> bytes:
-    """The text format of one scrape."""
+def exposition(*collectors: Any) -> bytes:
+    """The text format of one scrape of ``collectors``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry)

@@ -45,6 +45,90 @@ def _action(summary: str) -> dict[str, Any]:
     }
 
 
+_HOST_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_DRAIN_ID = {"name": "drain_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_HOST = {"$ref": "#/components/schemas/Host"}
+_DRAIN = {"$ref": "#/components/schemas/Drain"}
+
+
+def _host_action(summary: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_HOST_NAME],
+        "responses": {
+            "200": _body(_HOST, "The host after the request."),
+            **({"400": _error("Not a valid body.")} if body else {}),
+            **_AUTH,
+            "404": _error("Unknown host."),
+            "409": _error("A drain of the host is running."),
+            **(
+                {"413": _error("The body is too large."), "415": _error("The body is not JSON.")}
+                if body
+                else {}
+            ),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
+    return op
+
+
+def _drain_paths() -> dict[str, Any]:
+    return {
+        "/api/v1/hosts/{name}/disable": {
+            "post": _host_action(
+                "Disable the host for scheduling, with a reason.",
+                {"$ref": "#/components/schemas/HostDisable"},
+            )
+        },
+        "/api/v1/hosts/{name}/enable": {
+            "post": _host_action("Enable the host again (refused while a drain runs).", None)
+        },
+        "/api/v1/drains": {
+            "get": {
+                "summary": "Drains, newest first.",
+                "responses": {
+                    "200": _body({"$ref": "#/components/schemas/DrainList"}, "Drains."),
+                    **_AUTH,
+                },
+            },
+            "post": {
+                "summary": "Drain a host (persisted before the reply); dry_run: its plan only.",
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/DrainRequest"}}},
+                },
+                "responses": {
+                    "200": _body({"$ref": "#/components/schemas/DrainPlan"}, "The plan."),
+                    "202": {
+                        **_body({"$ref": "#/components/schemas/DrainAccepted"}, "Accepted."),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error("Not a valid request, or one that cannot be done."),
+                    **_AUTH,
+                    "409": _error("The host is being drained already."),
+                    "413": _error("The body is too large."),
+                    "415": _error("The body is not JSON."),
+                },
+            },
+        },
+        "/api/v1/drains/{drain_id}": {
+            "get": _read("One drain with its guests.", _body(_DRAIN, "The drain."), _DRAIN_ID)
+        },
+        "/api/v1/drains/{drain_id}/abort": {
+            "post": {
+                "summary": "Abort: no new migrations; those in flight abort before switchover.",
+                "parameters": [_DRAIN_ID],
+                "responses": {
+                    "200": _body(_DRAIN, "The drain after the request."),
+                    **_AUTH,
+                    "404": _error("Unknown id."),
+                },
+            }
+        },
+    }
+
+
 def document(version: str) -> dict[str, Any]:
     query = [
         {"name": "status", "in": "query", "schema": s.STATUS},
@@ -74,6 +158,13 @@ def document(version: str) -> dict[str, Any]:
                 "MigrationPage": s.MIGRATION_PAGE,
                 "Accepted": s.ACCEPTED,
                 "Error": s.ERROR,
+                "Host": s.HOST,
+                "HostDisable": s.HOST_DISABLE,
+                "DrainRequest": s.DRAIN_REQUEST,
+                "Drain": s.DRAIN,
+                "DrainList": s.DRAIN_LIST,
+                "DrainPlan": s.DRAIN_PLAN,
+                "DrainAccepted": s.DRAIN_ACCEPTED,
             },
         },
         "security": [{"bearer": []}],
@@ -149,6 +240,7 @@ def document(version: str) -> dict[str, Any]:
                     "responses": {"200": _body(s.HOSTS, "Hosts."), **_AUTH},
                 }
             },
+            **_drain_paths(),
             "/api/v1/events": {
                 "get": {
                     "summary": "Server-Sent Events: status (with ids), phase, progress.",

@@ -14,6 +14,8 @@ from ferry.model import Migration
 from ferry.serve import schemas
 from ferry.serve.events import EventFeed
 from ferry.serve.openapi import document
+from ferry.serve.replies import ApiError, ferry_error, json_body, needs
+from ferry.serve.routes_hosts import add_host_and_drain_routes
 from ferry.serve.tokens import Role
 from ferry.serve.workers import Workers
 from ferry.viz import GraphvizMissing, run_graph, timeline_rows
@@ -26,42 +28,6 @@ GRAPH_TYPES = {
     "dot": "text/vnd.graphviz; charset=utf-8",
     "svg": "image/svg+xml",
 }
-
-#: a typed error -> (HTTP status, code); anything else a FerryError is 400
-STATUS_OF: dict[type[errors.FerryError], int] = {
-    errors.MigrationNotFound: 404,
-    errors.MigrationInProgress: 409,
-    errors.AbortTooLate: 409,
-    errors.InvalidMigrationState: 409,
-    errors.JobBoardUnavailable: 503,
-}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def error_response(status: int, code: str, message: str) -> Response:
-    resp = jsonify({"error": {"code": code, "message": " ".join(message.split())}})
-    resp.status_code = status
-    return resp
-
-
-def ferry_error(exc: errors.FerryError) -> ApiError:
-    status = next((v for k, v in STATUS_OF.items() if isinstance(exc, k)), 400)
-    return ApiError(status, type(exc).__name__, str(exc))
-
-
-def needs(role: Role) -> Any:
-    """Mark a view with the role it needs (read by the app's token check)."""
-
-    def mark(fn: Any) -> Any:
-        fn.ferry_role = role
-        return fn
-
-    return mark
 
 
 def make_blueprint(
@@ -80,14 +46,7 @@ def make_blueprint(
     @bp.post("/migrations")
     @needs(Role.OPERATOR)
     def create() -> Any:
-        if not request.is_json:
-            raise ApiError(415, "UnsupportedMediaType", "send the request as application/json")
-        body = request.get_json(silent=True)
-        if body is None:
-            raise ApiError(400, "MalformedJSON", "the body is not valid JSON")
-        problems = schemas.request_errors(body)
-        if problems:
-            raise ApiError(400, "InvalidRequest", "; ".join(problems))
+        body = json_body(schemas.REQUEST_VALIDATOR)
         try:
             migration_id = workers.accept(schemas.to_request(body))
         except errors.FerryError as exc:
@@ -172,10 +131,7 @@ def make_blueprint(
             raise ferry_error(exc) from None
         return jsonify([row.to_dict() for row in timeline_rows(view)])
 
-    @bp.get("/hosts")
-    @needs(Role.READER)
-    def hosts() -> Response:
-        return jsonify(orch.hosts())
+    add_host_and_drain_routes(bp, orch, workers)
 
     @bp.get("/events")
     @needs(Role.READER)

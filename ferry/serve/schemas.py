@@ -13,6 +13,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from ferry.model import MigrationRequest, MigrationStatus
+from ferry.model.drain import ORDERS, DrainStatus
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255}
 _OPT_NAME = {"type": ["string", "null"], "minLength": 1, "maxLength": 255}
@@ -93,17 +94,102 @@ MIGRATION_PAGE: dict[str, Any] = {
     },
 }
 
-HOSTS: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+HOST: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "enabled"],
+    "properties": {
+        "name": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "up": {"type": "boolean"},
+        "drain": {"type": ["string", "null"], "description": "The drain that disabled it."},
+        "disabled_reason": {"type": ["string", "null"]},
+    },
+}
+HOSTS: dict[str, Any] = {"type": "array", "items": HOST}
+
+_REASON = {"type": ["string", "null"], "maxLength": 1024}
+
+HOST_DISABLE: dict[str, Any] = {
+    "type": "object",
+    "description": "Why the host is disabled for scheduling.",
+    "additionalProperties": False,
+    "properties": {"reason": _REASON},
+}
+
+DRAIN_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "description": "Empty a host with live migrations (Orchestrator.drain).",
+    "additionalProperties": False,
+    "required": ["host"],
+    "properties": {
+        "host": _NAME,
+        "max_parallel": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
+        "to": {**_OPT_NAME, "description": "Every guest to this host."},
+        "to_group": _OPT_NAME,
+        "order": {"type": "string", "enum": list(ORDERS)},
+        "reason": _REASON,
+        "dry_run": {"type": "boolean", "description": "Plan only: nothing is recorded."},
+    },
+}
+
+DRAIN: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "host", "status", "guests"],
+    "properties": {
+        "id": {"type": "string"},
+        "host": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in DrainStatus]},
+        "reason": {"type": ["string", "null"]},
+        "options": {"type": "object"},
+        "counts": {"type": "object"},
+        "guests": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+DRAIN_LIST: dict[str, Any] = {
+    "type": "object",
+    "required": ["drains"],
+    "properties": {"drains": {"type": "array", "items": DRAIN}},
+}
+
+DRAIN_PLAN: dict[str, Any] = {
+    "type": "object",
+    "required": ["host", "plan"],
+    "properties": {
+        "host": {"type": "string"},
+        "plan": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["instance", "destination", "skipped"],
+                "properties": {
+                    "instance": {"type": "string"},
+                    "destination": {"type": ["string", "null"]},
+                    "skipped": {"type": ["string", "null"]},
+                    "reasons": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+
+DRAIN_ACCEPTED: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {"id": {"type": "string"}, "status": DRAIN["properties"]["status"]},
+}
 TIMELINE: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
 
 #: the request bodies' validators
 REQUEST_VALIDATOR = Draft202012Validator(MIGRATION_REQUEST)
+DRAIN_VALIDATOR = Draft202012Validator(DRAIN_REQUEST)
+DISABLE_VALIDATOR = Draft202012Validator(HOST_DISABLE)
 
 
-def request_errors(body: Any) -> list[str]:
-    """Why ``body`` is not a migration request (empty: it is one)."""
+def request_errors(body: Any, validator: Draft202012Validator = REQUEST_VALIDATOR) -> list[str]:
+    """Why ``body`` is not a valid body (a migration request by default; empty: it is)."""
     out = []
-    for err in sorted(REQUEST_VALIDATOR.iter_errors(body), key=lambda e: list(e.path)):
+    for err in sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.path]):
         where = "/".join(str(p) for p in err.path) or "body"
         out.append(f"{where}: {err.message}")
     return out

@@ -2,9 +2,13 @@
 Orchestrator's ``resume`` (the runner: lease, engine, outcome), or the job store when
 ``[jobboard] url`` is configured (then conductors run the jobs).
 
-On start, :meth:`Workers.recover` hands every unfinished migration to the pool: a run whose
-server was killed (SIGKILL) is continued from its logbook; the runner's lease refuses a run that
-another live process still holds, so each accepted migration runs exactly once.
+Drains (:meth:`Workers.start_drain`) are driven by the same pool, in process also with a job
+store (the drain's driver runs its migrations through the runner). On stop a drain starts no new
+migration and is left ``running`` once those in flight have ended.
+
+On start, :meth:`Workers.recover` hands every unfinished migration and drain to the pool: a run
+whose server was killed (SIGKILL) is continued from its logbook; the runner's lease refuses a run
+that another live process still holds, so each accepted migration runs exactly once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable
 
 from ferry import errors
 from ferry.api import Orchestrator
@@ -48,14 +53,35 @@ class Workers:
 
     def start(self, migration_id: str) -> bool:
         """Queue a run of ``migration_id`` unless one is queued or running here already."""
+        return self._submit(migration_id, self._run)
+
+    def start_drain(self, drain_id: str) -> bool:
+        """Queue the drive of a recorded drain (``DrainService.start``) unless it is queued or
+        running here already."""
+        return self._submit(drain_id, self._run_drain)
+
+    def _submit(self, key: str, fn: Callable[[str], None]) -> bool:
         with self._lock:
             if self.stopping.is_set():
                 return False
-            if migration_id in self._queued:
+            if key in self._queued:
                 return False
-            self._queued.add(migration_id)
-        self._pool.submit(self._run, migration_id)
+            self._queued.add(key)
+        self._pool.submit(fn, key)
         return True
+
+    def _run_drain(self, drain_id: str) -> None:
+        try:
+            self.orch.drain_service.run(drain_id, stopping=self.stopping)
+        except errors.MigrationInProgress as exc:
+            LOG.info("drain %s: not run here: %s", drain_id, exc)
+        except errors.FerryError as exc:
+            LOG.info("drain %s ended: %s", drain_id, exc)
+        except Exception:
+            LOG.exception("drain %s: the run failed unexpectedly", drain_id)
+        finally:
+            with self._lock:
+                self._queued.discard(drain_id)
 
     def _run(self, migration_id: str) -> None:
         runner = self.orch.runner
@@ -88,19 +114,27 @@ class Workers:
                 self._queued.discard(migration_id)
 
     def recover(self) -> list[str]:
-        """Queue every unfinished migration (not with a job store: its conductors own them)."""
+        """Queue every unfinished drain, and every unfinished migration (not with a job store:
+        its conductors own them, and a drain's own migrations are resumed by their drain)."""
+        unfinished = [d for d in self.orch.drains() if not d.done]
+        drains = [d.id for d in unfinished]
+        for drain_id in reversed(drains):
+            self.start_drain(drain_id)
         if self.use_jobstore:
-            return []
+            return drains
+        theirs = {g.migration for d in unfinished for g in d.guests if g.migration}
         pending = [
             m.id
             for m in self.orch.migrations.list()
-            if not MigrationStatus(m.status).terminal and m.status != MigrationStatus.QUEUED
+            if not MigrationStatus(m.status).terminal
+            and m.status != MigrationStatus.QUEUED
+            and m.id not in theirs
         ]
         for migration_id in reversed(pending):  # oldest first
             self.start(migration_id)
-        if pending:
-            LOG.info("resuming %d unfinished migration(s)", len(pending))
-        return pending
+        if pending or drains:
+            LOG.info("resuming %d unfinished migration(s), %d drain(s)", len(pending), len(drains))
+        return drains + pending
 
     def busy(self) -> int:
         with self._lock:

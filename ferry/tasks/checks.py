@@ -14,6 +14,10 @@ from ferry.tasks.scheduling import host_rejected
 from ferry.transport import Transport
 
 
+def _colon(reason: str | None) -> str:
+    return f": {reason}" if reason else ""
+
+
 def _checked(ctx: Context, migration_id: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
@@ -43,13 +47,14 @@ class CheckHypervisor(FerryTask):
                 raise errors.MigrationPreCheckError(
                     destination, "host is disabled", "check-hypervisor"
                 )
-            drain = context.claims.maintenance_of(destination)
-            if drain is not None:
-                raise errors.MigrationPreCheckError(
-                    destination,
-                    f"host is disabled for maintenance (drain {drain})",
-                    "check-hypervisor",
+            maintenance = context.claims.maintenance_of(destination)
+            if maintenance is not None:
+                disabled = (
+                    f"host is disabled for maintenance (drain {maintenance['drain']})"
+                    if maintenance["drain"]
+                    else "host is disabled" + _colon(maintenance["reason"])
                 )
+                raise errors.MigrationPreCheckError(destination, disabled, "check-hypervisor")
             why = hypervisor_mismatch(src, dst)
             if why:
                 raise errors.MigrationPreCheckError(destination, why, "check-hypervisor")

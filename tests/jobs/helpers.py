@@ -151,6 +151,28 @@ class ConductorProcess:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def metrics(self) -> dict[str, float]:
+        """One scrape of its ``--metrics-port`` (parsed by prometheus-client's parser): each
+        sample's name -> value (samples with labels are left out)."""
+        import re
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        found = wait_for(
+            lambda: re.search(r"metrics on (http://\S+/metrics)", self.text()),
+            30,
+            f"conductor {self.name} to serve its metrics",
+        )
+        with urllib.request.urlopen(found.group(1), timeout=10) as resp:
+            text = resp.read().decode()
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if not sample.labels
+        }
+
 
 @dataclass
 class Conductors:
@@ -161,13 +183,17 @@ class Conductors:
     procs: dict[str, ConductorProcess] = field(default_factory=dict)
     generation: int = 0
 
-    def start(self, name: str, max_jobs: int | None = None) -> ConductorProcess:
+    def start(
+        self, name: str, max_jobs: int | None = None, *, metrics: bool = False
+    ) -> ConductorProcess:
         self.generation += 1
         log = self.workdir / f"{name}.{self.generation}.log"
         args = [sys.executable, "-m", "ferry", "--config", str(self.config), "-v"]
         args += ["conductor", "--name", name]
         if max_jobs is not None:
             args += ["--max-jobs", str(max_jobs)]
+        if metrics:
+            args += ["--metrics-port", "0"]
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT

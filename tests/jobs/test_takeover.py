@@ -1,6 +1,8 @@
 """Conductors in real subprocesses: one SIGKILLed mid-transfer (another takes over once the lease
 expires and finishes it exactly once), one stalled with SIGSTOP past its lease (it stops driving
-when it runs again), one stopped with SIGTERM (it hands its migration over)."""
+when it runs again), one stopped with SIGTERM (it hands its migration over). Each conductor
+serves its metrics (``--metrics-port 0``); the scrapes show the claims, the takeover and the
+failed lease renewal as they happen."""
 
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from tests.jobs.helpers import (
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.crash]
 
 LEASE = 2.0
+CLAIMED = "ferry_conductor_jobs_claimed_total"
+TAKEN_OVER = "ferry_conductor_jobs_taken_over_total"
+RENEWALS_FAILED = "ferry_lease_renewals_failed_total"
 Setup = tuple[Orchestrator, Conductors, str]
 
 
@@ -57,8 +62,8 @@ def setup(tmp_path: Path, pg_url: str, redis_server: str, namespace: str) -> Ite
 def start_mid_transfer(orch: Orchestrator, group: Conductors, vm: str) -> tuple[str, str, str]:
     """Submit, wait until a conductor is mid-transfer; returns (migration id, driver, other)."""
     mid = orch.submit(vm)
-    group.start("c1")
-    group.start("c2")
+    group.start("c1", metrics=True)
+    group.start("c2", metrics=True)
     wait_for(
         lambda: (orch.get(mid).progress or {}).get("percent", 0) >= 10,
         60,
@@ -70,7 +75,11 @@ def start_mid_transfer(orch: Orchestrator, group: Conductors, vm: str) -> tuple[
     # the board's claim and ferry's lease are held in the same name
     [job] = board_jobs(orch)
     assert orch.jobstore.board.find_owner(job) == lease["owner"] == group.owner_of(driver)
-    return mid, driver, "c2" if driver == "c1" else "c1"
+    other = "c2" if driver == "c1" else "c1"
+    claimed = group.procs[driver].metrics()
+    assert claimed[CLAIMED] >= 1 and claimed[TAKEN_OVER] == 0, claimed
+    assert group.procs[other].metrics()[CLAIMED] == 0
+    return mid, driver, other
 
 
 def assert_finished_once(orch: Orchestrator, mid: str, vm: str, by: str) -> None:
@@ -97,6 +106,8 @@ def test_sigkill_mid_transfer_the_other_conductor_finishes_it_once(setup: Setup)
     )
     taken_after = time.monotonic() - killed_at
     assert taken_after < LEASE * 2 + 5, taken_after
+    taker = group.procs[other].metrics()
+    assert (taker[CLAIMED], taker[TAKEN_OVER]) == (1, 1), taker
     wait_for(lambda: orch.get(mid).done, 60, "the migration to finish")
     wait_for(lambda: job_rows(orch)[mid]["consumed_at"], 30, "the job to be consumed")
     assert job_rows(orch)[mid]["dispatches"] == 2
@@ -123,6 +134,8 @@ def test_sigstop_past_the_lease_the_stalled_conductor_stops_driving(setup: Setup
     wait_for(lambda: orch.get(mid).done, 60, "the migration to finish")
     wait_for(lambda: job_rows(orch)[mid]["consumed_at"], 30, "the job to be consumed")
     assert stalled.proc.poll() is None  # it stopped driving, it did not die
+    assert stalled.metrics()[RENEWALS_FAILED] >= 1  # its claim or lease was another's
+    assert group.procs[other].metrics()[TAKEN_OVER] == 1
     assert "consumed" not in stalled.text()
     assert_finished_once(orch, mid, vm, other)
 

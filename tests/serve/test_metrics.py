@@ -85,3 +85,24 @@ def test_reason_kinds_are_bounded() -> None:
     assert reason_kind("check_destination: unable to connect: refused") == "check_destination"
     assert reason_kind("anti-affinity: db-1 runs here") == "anti-affinity"
     assert reason_kind("host is down") == "other" and reason_kind(None) == "other"
+
+
+def test_the_process_counters_are_exposed(service: Service) -> None:
+    from ferry.metrics import COUNTERS, DEFINITIONS, LEASE_RENEWALS_FAILED
+
+    before = scrape(service)
+    assert {f"{d.name}_total" for d in DEFINITIONS} <= {name for name, _ in before}
+    COUNTERS.inc(LEASE_RENEWALS_FAILED)
+    key = ("ferry_lease_renewals_failed_total", ())
+    assert scrape(service)[key] == before[key] + 1
+
+
+def test_the_conductor_side_needs_no_flask() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ferry.jobs.conductor, ferry.metrics, ferry.cli.jobstore; "
+        "assert 'flask' not in sys.modules and 'prometheus_client' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

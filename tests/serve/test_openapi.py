@@ -120,3 +120,27 @@ def test_a_session_conforms(service: Service, spec: OpenAPI, orch: Orchestrator)
         headers={"Authorization": f"Bearer {rd}"},
     ).get_request()
     spec.validate_request(WerkzeugOpenAPIRequest(request))
+
+
+def test_a_hosts_and_drains_session_conforms(service: Service, spec: OpenAPI) -> None:
+    op, rd = service.operator, service.reader
+    disable = "/api/v1/hosts/compute-5/disable"
+    checked(spec, service, "POST", disable, token=op, body={"reason": "psu"})
+    checked(spec, service, "POST", disable, token=op, body={"reason": 1})  # 400
+    checked(spec, service, "POST", "/api/v1/hosts/nope/disable", token=op, body={})  # 404
+    checked(spec, service, "POST", "/api/v1/hosts/compute-5/enable", token=op)
+    checked(spec, service, "POST", "/api/v1/hosts/compute-5/enable", token=rd)  # 403
+    drain = {"host": "compute-4", "max_parallel": 1, "order": "name", "reason": "bios"}
+    checked(spec, service, "POST", "/api/v1/drains", token=op, body={**drain, "dry_run": True})
+    made = checked(spec, service, "POST", "/api/v1/drains", token=op, body=drain)
+    assert made.status == 202
+    drain_id = made.json["id"]
+    checked(spec, service, "POST", "/api/v1/drains", token=op, body=drain)  # 409
+    checked(spec, service, "POST", "/api/v1/hosts/compute-4/enable", token=op)  # 409
+    checked(spec, service, "POST", "/api/v1/drains", token=op, body={"host": 4})  # 400
+    checked(spec, service, "GET", "/api/v1/drains", token=rd)
+    checked(spec, service, "GET", f"/api/v1/drains/{drain_id}", token=rd)
+    checked(spec, service, "GET", "/api/v1/drains/nope", token=rd)  # 404
+    checked(spec, service, "POST", f"/api/v1/drains/{drain_id}/abort", token=op)
+    checked(spec, service, "POST", "/api/v1/drains/nope/abort", token=op)  # 404
+    checked(spec, service, "GET", "/api/v1/drains")  # 401
