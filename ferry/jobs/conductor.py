@@ -42,7 +42,7 @@ from ferry.persistence.repository import LS, M
 from ferry.runner.lease import HandOff, OwnershipLost
 from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
 
-from .board import open_board
+from .board import for_conductor, open_board
 from .limits import Blocked, SlotRepository
 from .ownership import Ownership
 from .store import JobRepository
@@ -133,11 +133,9 @@ class Conductor:
             timeout=max(2.0, min(self.ttl, 10.0)),
             session_timeout=self.ttl,  # ZooKeeper: ephemeral claims live as long as the lease
         )
-        if self.board.supports_expiry:
-            self.board.claim_expiry = self.ttl
-        self.board.claim_filter = self._may_claim
-        self.board.claim_failed = self._claim_failed
-        self.board.only_unclaimed = True
+        for_conductor(
+            self.board, ttl=self.ttl, claim_filter=self._may_claim, claim_failed=self._claim_failed
+        )
         self._not_before: dict[str, float] = {}
         self._snapshot: _Snapshot | None = None
         self._snapshot_lock = threading.Lock()
