@@ -277,6 +277,23 @@ class MigrationRepository:
             self._notify(migration_id, status.value, detail)
         return changed
 
+    def note(self, migration_id: str, detail: str) -> None:
+        """Add ``detail`` to the status history under the current status (why a run stopped,
+        who resumed it)."""
+        with self.db.connect() as conn:
+            row = conn.execute(SELECT_STATUS, {"_id": migration_id}).first()
+            if row is None:
+                raise MigrationNotFound(migration_id)
+            conn.execute(
+                INSERT_EV,
+                {
+                    "migration_id": migration_id,
+                    "status": row.status,
+                    "detail": detail,
+                    "at": self.now(),
+                },
+            )
+
     def update(self, migration_id: str, **fields: Any) -> None:
         with self.db.connect() as conn:
             conn.execute(UPDATE_M, {"_id": migration_id, **fields, "updated_at": self.now()})
