@@ -72,11 +72,13 @@ def _redis_board_class() -> type:
         claim_failed: Callable[[Any], None] | None = None
         supports_expiry = True
         #: a conductor's board skips claimed jobs while scanning (no claim attempt on them)
+        #: unless asked for every job (``iterjobs(only_unclaimed=False)``)
         only_unclaimed = False
 
-        def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Any:
+        def iterjobs(self, only_unclaimed: bool | None = None, ensure_fresh: bool = False) -> Any:
             return super().iterjobs(
-                only_unclaimed=only_unclaimed or self.only_unclaimed, ensure_fresh=ensure_fresh
+                only_unclaimed=self.only_unclaimed if only_unclaimed is None else only_unclaimed,
+                ensure_fresh=ensure_fresh,
             )
 
         @classmethod
@@ -138,9 +140,10 @@ def _zookeeper_board_class() -> type:
         supports_expiry = False
         only_unclaimed = False
 
-        def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Any:
+        def iterjobs(self, only_unclaimed: bool | None = None, ensure_fresh: bool = False) -> Any:
             return super().iterjobs(
-                only_unclaimed=only_unclaimed or self.only_unclaimed, ensure_fresh=ensure_fresh
+                only_unclaimed=self.only_unclaimed if only_unclaimed is None else only_unclaimed,
+                ensure_fresh=ensure_fresh,
             )
 
         def claim(self, job: Any, who: str) -> None:
