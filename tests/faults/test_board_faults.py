@@ -6,20 +6,21 @@ the history says which jobs were posted again. The operator does nothing."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ferry import Orchestrator
 from tests.infra import redis as redis_infra
+from tests.infra import zookeeper as zk_infra
 from tests.jobs.helpers import (
     assert_store_clean,
     board_jobs,
     in_process_conductors,
+    job_rows,
     sim_of,
+    transfers_of,
     wait_for,
     write_cluster,
     write_config,
@@ -27,21 +28,6 @@ from tests.jobs.helpers import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
 VMS = 3
-
-
-@pytest.fixture
-def own_redis() -> Iterator[tuple[str, int]]:
-    """A Redis server of this test's own (it is restarted): its directory and port."""
-    pytest.importorskip("redis", reason="redis-py is not installed (pip install 'redis>=7')")
-    if redis_infra.redis_server_bin() is None:
-        pytest.skip("no redis-server binary here (apt-get install redis-server)")
-    directory = tempfile.mkdtemp(prefix="ferry-redis-fault-")
-    port = redis_infra.free_port()
-    try:
-        yield directory, port
-    finally:
-        redis_infra.stop(directory)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def mid_transfer(orch: Orchestrator, mids: list[str]) -> bool:
@@ -65,9 +51,9 @@ def run_through_restart(
     orch = Orchestrator(config=cfg)
     sim_of(orch).ensure_seeded()
     mids = [orch.submit(vm) for vm in vms]
-    with in_process_conductors([Orchestrator(config=cfg), Orchestrator(config=cfg)]):
+    with in_process_conductors([Orchestrator(config=cfg), Orchestrator(config=cfg)]) as group:
         wait_for(lambda: mid_transfer(orch, mids), 60, "a transfer to be under way")
-        restart()  # type: ignore[operator]
+        restart(orch, mids, group)  # type: ignore[operator]
         wait_for(lambda: all(orch.get(m).done for m in mids), 120, "every migration to end")
         wait_for(lambda: not board_jobs(orch), 60, "the board to empty")
     return orch, mids
@@ -80,7 +66,7 @@ def test_redis_restarted_while_conductors_run(
     directory, port = own_redis
     url = redis_infra.start(directory, port, persist=persist)
 
-    def restart() -> None:
+    def restart(*_: object) -> None:
         redis_infra.stop(directory)
         assert redis_infra.start(directory, port, persist=persist) == url
 
@@ -130,3 +116,69 @@ def test_rebuild_posts_each_lost_job_once(tmp_path: Path, own_redis: tuple[str, 
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.zookeeper
+def test_zookeeper_restarted_while_conductors_run(
+    tmp_path: Path, own_zookeeper: tuple[str, int]
+) -> None:
+    """The server's data and sessions survive its restart: the conductors go on."""
+    directory, port = own_zookeeper
+    url = zk_infra.start(directory, port)
+
+    def restart(*_: object) -> None:
+        zk_infra.stop(directory)
+        assert zk_infra.start(directory, port) == url
+
+    orch, mids = run_through_restart(tmp_path, f"{url}/ferry/jobs", restart)
+    try:
+        for mid in mids:
+            assert orch.get(mid).status == "completed", (mid, orch.get(mid).error)
+        assert_store_clean(orch, mids)
+    finally:
+        orch.close()
+
+
+@pytest.mark.zookeeper
+def test_a_conductors_zookeeper_session_expired(
+    tmp_path: Path, own_zookeeper: tuple[str, int]
+) -> None:
+    """The session of the conductor driving a migration expires (the server ends it, as after
+    a long pause): its ephemeral claim is gone, it stops driving, a conductor claims the job
+    again and finishes the migration -- one transfer, completed once."""
+    from kazoo.client import KazooClient
+
+    directory, port = own_zookeeper
+    url = zk_infra.start(directory, port)
+    expired: list[str] = []
+
+    def expire(orch: Orchestrator, mids: list[str], group: list[Any]) -> None:
+        driving = {c.owner: c for c in group}
+        for mid in mids:
+            lease = orch.leases.get(mid)
+            if lease and lease["owner"] in driving and mid_transfer(orch, [mid]):
+                conductor = driving[lease["owner"]]
+                break
+        else:
+            conductor = group[0]
+        # a second client on the same session, closed: the server expires the session
+        ghost = KazooClient(hosts=f"127.0.0.1:{port}", client_id=conductor.board._client.client_id)
+        ghost.start(timeout=10)
+        ghost.stop()
+        ghost.close()
+        expired.append(conductor.owner)
+
+    orch, mids = run_through_restart(tmp_path, f"{url}/ferry/jobs", expire)
+    try:
+        assert expired
+        # the expired conductor's claim went with its session: that job was dispatched again
+        assert max(r["dispatches"] for r in job_rows(orch).values()) >= 2, job_rows(orch)
+        for mid in mids:
+            assert orch.get(mid).status == "completed", (mid, orch.get(mid).error)
+        assert_store_clean(orch, mids)
+        sim = sim_of(orch)
+        for inst in sim.list_instances():
+            done = [t for t in transfers_of(orch, inst.uuid) if t["state"] == "completed"]
+            assert len(done) <= 1, done
+    finally:
+        orch.close()

@@ -5,7 +5,8 @@
 
 Uses the Debian server binary (``apt-get install redis-server``), not the packaged service: the
 server listens on loopback only, on an ephemeral port, keeps its files (config, pid, log) in
-``DIR``, persists nothing (unless started with ``persist``), and is stopped by the PID it wrote there.
+``DIR``, persists nothing (unless started with ``persist``), and is stopped by the PID it wrote
+there.
 """
 
 from __future__ import annotations
