@@ -296,7 +296,7 @@ class JobStore:
                         "state": "missing",
                         "owner": row["last_owner"],
                         "status": record.status if record else None,
-                        "waiting_for": "not on the board any more: post it again",
+                        "waiting_for": "not on the board: a conductor posts it again",
                         "posted_at": row["posted_at"],
                         "dispatches": row["dispatches"],
                     }

@@ -179,7 +179,7 @@ class Runner:
                     f"(its lease expires in {lease.expires_in():.0f} s unless renewed)"
                 )
             if lease.taken_from is not None:
-                self.migrations.note(
+                self._note(
                     migration_id,
                     f"resumed by {lease.owner}: its runner {lease.taken_from} had stopped",
                 )
@@ -240,7 +240,9 @@ class Runner:
         if refused is not None:
             error = errors.DatabaseUnavailable(result.migration_id, refused)
             LOG.error("%s", error)
-            self._note_stop(result.migration_id, refused)
+            self._note(
+                result.migration_id, f"run stopped: the database refused a write ({refused})"
+            )
             error.migration = self._record_if_readable(result.migration_id)
             raise error
         record = self.migrations.get(result.migration_id)
@@ -250,14 +252,12 @@ class Runner:
             raise error
         return record
 
-    def _note_stop(self, migration_id: str, reason: str) -> None:
-        """Record why the run stopped in the status history, if the database takes it."""
+    def _note(self, migration_id: str, detail: str) -> None:
+        """Add ``detail`` to the status history, if the database takes it (else only logged)."""
         try:
-            self.migrations.note(
-                migration_id, f"run stopped: the database refused a write ({reason})"
-            )
+            self.migrations.note(migration_id, detail)
         except sa_exc.SQLAlchemyError as exc:
-            LOG.warning("migration %s: cannot record why its run stopped: %s", migration_id, exc)
+            LOG.warning("migration %s: cannot record %r: %s", migration_id, detail, exc)
 
     def _record_if_readable(self, migration_id: str) -> Migration | None:
         try:

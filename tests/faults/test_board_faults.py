@@ -6,6 +6,7 @@ the history says which jobs were posted again. The operator does nothing."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,17 @@ pytestmark = [pytest.mark.faults, pytest.mark.redis]
 VMS = 3
 
 
-def mid_transfer(orch: Orchestrator, mids: list[str]) -> bool:
-    return any((orch.get(m).progress or {}).get("percent", 0) >= 10 for m in mids)
+def mid_transfer(orch: Orchestrator, mids: list[str], percent: float = 10.0) -> bool:
+    return any((orch.get(m).progress or {}).get("percent", 0) >= percent for m in mids)
 
 
 def run_through_restart(
-    tmp_path: Path, url: str, restart: object
-) -> tuple[Orchestrator, list[str]]:
+    tmp_path: Path, url: str, restart: object, moment: float = 10.0
+) -> tuple[Orchestrator, list[str], float]:
+    """Three migrations submitted, two conductors; ``restart(orch, mids, conductors)`` once a
+    transfer is ``moment`` percent through; returns the orchestrator, the migrations and the
+    seconds from the fault's end until every migration ended and the board was empty."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cluster = tmp_path / "cluster.toml"
     vms = write_cluster(cluster, hosts=2, vms_per_host={1: VMS}, memory_mb=2048, bandwidth_mbps=512)
     cfg = write_config(
@@ -52,11 +57,13 @@ def run_through_restart(
     sim_of(orch).ensure_seeded()
     mids = [orch.submit(vm) for vm in vms]
     with in_process_conductors([Orchestrator(config=cfg), Orchestrator(config=cfg)]) as group:
-        wait_for(lambda: mid_transfer(orch, mids), 60, "a transfer to be under way")
+        wait_for(lambda: mid_transfer(orch, mids, moment), 60, "a transfer to be under way")
         restart(orch, mids, group)  # type: ignore[operator]
+        back = time.monotonic()
         wait_for(lambda: all(orch.get(m).done for m in mids), 120, "every migration to end")
         wait_for(lambda: not board_jobs(orch), 60, "the board to empty")
-    return orch, mids
+        recovered = time.monotonic() - back
+    return orch, mids, recovered
 
 
 @pytest.mark.parametrize("persist", [False, True], ids=["no-persistence", "append-only-file"])
@@ -70,7 +77,7 @@ def test_redis_restarted_while_conductors_run(
         redis_infra.stop(directory)
         assert redis_infra.start(directory, port, persist=persist) == url
 
-    orch, mids = run_through_restart(tmp_path, url, restart)
+    orch, mids, _ = run_through_restart(tmp_path, url, restart)
     try:
         for mid in mids:
             assert orch.get(mid).status == "completed", (mid, orch.get(mid).error)
@@ -130,7 +137,7 @@ def test_zookeeper_restarted_while_conductors_run(
         zk_infra.stop(directory)
         assert zk_infra.start(directory, port) == url
 
-    orch, mids = run_through_restart(tmp_path, f"{url}/ferry/jobs", restart)
+    orch, mids, _ = run_through_restart(tmp_path, f"{url}/ferry/jobs", restart)
     try:
         for mid in mids:
             assert orch.get(mid).status == "completed", (mid, orch.get(mid).error)
@@ -168,7 +175,7 @@ def test_a_conductors_zookeeper_session_expired(
         ghost.close()
         expired.append(conductor.owner)
 
-    orch, mids = run_through_restart(tmp_path, f"{url}/ferry/jobs", expire)
+    orch, mids, _ = run_through_restart(tmp_path, f"{url}/ferry/jobs", expire)
     try:
         assert expired
         # the expired conductor's claim went with its session: that job was dispatched again

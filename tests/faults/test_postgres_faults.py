@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,13 @@ VMS = 3
 
 
 def run_through_outage(
-    tmp_path: Path, pg: tuple[str, int, str], redis_url: str, down: float
-) -> tuple[Orchestrator, list[str]]:
+    tmp_path: Path, pg: tuple[str, int, str], redis_url: str, down: float, moment: float = 10.0
+) -> tuple[Orchestrator, list[str], float]:
+    """Three migrations, two conductors; the server stopped for ``down`` seconds once a
+    transfer is ``moment`` percent through; returns the orchestrator, the migrations and the
+    seconds from the server's return until every migration ended and the board was empty."""
     directory, port, url = pg
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cluster = tmp_path / "cluster.toml"
     vms = write_cluster(cluster, hosts=2, vms_per_host={1: VMS}, memory_mb=2048, bandwidth_mbps=512)
     cfg = write_config(
@@ -58,16 +63,18 @@ def run_through_outage(
     mids = [orch.submit(vm) for vm in vms]
     with in_process_conductors([orchestrator(), orchestrator()]):
         wait_for(
-            lambda: any((orch.get(m).progress or {}).get("percent", 0) >= 10 for m in mids),
+            lambda: any((orch.get(m).progress or {}).get("percent", 0) >= moment for m in mids),
             60,
             "a transfer to be under way",
         )
         pg_infra.stop(directory)
         threading.Event().wait(down)  # the outage itself (its length is the fault), no sync
         pg_infra.start_again(directory, port)
+        back = time.monotonic()
         wait_for(lambda: all(orch.get(m).done for m in mids), 180, "every migration to end")
         wait_for(lambda: not board_jobs(orch), 60, "the board to empty")
-    return orch, mids
+        recovered = time.monotonic() - back
+    return orch, mids, recovered
 
 
 @pytest.mark.parametrize("down", [0.0, DOWN_SECONDS], ids=["restarted", "stopped-a-while"])
@@ -79,7 +86,7 @@ def test_postgres_outage_while_conductors_run(
 ) -> None:
     redis_dir, redis_port = own_redis
     redis_url = redis_infra.start(redis_dir, redis_port)
-    orch, mids = run_through_outage(tmp_path, own_postgres, redis_url, down)
+    orch, mids, _ = run_through_outage(tmp_path, own_postgres, redis_url, down)
     try:
         for mid in mids:
             m = orch.get(mid)

@@ -7,16 +7,19 @@ status history says why the first run stopped being driven."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ferry import Orchestrator
+from ferry import FerryError, Orchestrator
 from ferry.drivers.simulated import SimulatedDriver
 from ferry.persistence.db import Database
+from ferry.runner.runner import FINISHED_FLOW_STATES
 from tests.conftest import fast_settings
 from tests.faults import sqlite as faults
 from tests.faults.consistency import assert_consistent
@@ -66,39 +69,72 @@ class Setup:
         return proc.returncode, proc.stdout.split(), proc.stderr
 
 
-@pytest.fixture(params=faults.KINDS)
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    kind = request.param
+class Unavailable(Exception):
+    """The fault cannot be made here (the reason)."""
+
+
+@contextlib.contextmanager
+def prepared(root: Path, kind: str) -> Iterator[Setup]:
+    """A setup for fault ``kind`` under ``root`` (the small disk mounted for ``full``); the
+    fault lifted and the disk unmounted afterwards. :raises Unavailable:"""
     reason = faults.unavailable_reason(kind)
     if reason:
-        pytest.skip(reason)
-    s = Setup(tmp_path, kind)
-    if kind == "full":
-        try:
-            ctx = faults.small_disk(s.db.parent)
-            ctx.__enter__()
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot mount a tmpfs here: {exc.stderr.strip()}")
-    else:
-        s.db.parent.mkdir()
-        ctx = None
-        if kind == "readonly" and not faults.supports_immutable(s.db.parent):
-            pytest.skip(f"the file system of {s.db.parent} has no immutable flag (chattr +i)")
+        raise Unavailable(reason)
+    s = Setup(root, kind)
+    with contextlib.ExitStack() as stack:
+        if kind == "full":
+            try:
+                stack.enter_context(faults.small_disk(s.db.parent))
+            except subprocess.CalledProcessError as exc:
+                raise Unavailable(f"cannot mount a tmpfs here: {exc.stderr.strip()}") from None
+        else:
+            s.db.parent.mkdir(parents=True)
+            if kind == "readonly" and not faults.supports_immutable(s.db.parent):
+                raise Unavailable(
+                    f"the file system of {s.db.parent} has no immutable flag (chattr +i)"
+                )
+        stack.callback(faults.lift, kind, s.db)
+        yield s
+
+
+@pytest.fixture(params=faults.KINDS)
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    try:
+        ctx = prepared(tmp_path, request.param)
+        s = ctx.__enter__()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
     try:
         yield s
     finally:
-        faults.lift(kind, s.db)
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
+        ctx.__exit__(None, None, None)
 
 
 def fault_then_resume(s: Setup, point: str) -> tuple[str, int, str, Orchestrator, SimulatedDriver]:
+    """The migrating process run with the fault at ``point``, then the fault lifted."""
     orch, sim = s.orchestrator()
     code, out, err = s.run(point)
     assert out, err
     mid = out[0]
     faults.lift(s.kind, s.db)
     return mid, code, err, orch, sim
+
+
+def soak_case(s: Setup, point: str) -> tuple[str, float]:
+    """One run for the soak: the fault at ``point``, lifted, the operator's resume when the
+    record is not terminal; returns the end status (checked consistent) and the seconds from
+    the fault's lifting to that end."""
+    mid, code, err, orch, sim = fault_then_resume(s, point)
+    try:
+        back = time.monotonic()
+        assert code in (0, 1, 2), (code, err)
+        if not orch.get(mid).done or orch.runner.flow_state(mid) not in FINISHED_FLOW_STATES:
+            with contextlib.suppress(FerryError):  # a failed end raises its typed error
+                orch.resume(mid)
+        status = assert_consistent(orch, sim, mid, "web-1")
+        return status, time.monotonic() - back
+    finally:
+        orch.close()
 
 
 @pytest.mark.parametrize("point", POINTS)
