@@ -238,13 +238,13 @@ class Runner:
             )
         refused = database_failure(result.failure) if not result.finished else None
         if refused is not None:
-            error = errors.DatabaseUnavailable(result.migration_id, refused)
-            LOG.error("%s", error)
+            stopped = errors.DatabaseUnavailable(result.migration_id, refused)
+            LOG.error("%s", stopped)
             self._note(
                 result.migration_id, f"run stopped: the database refused a write ({refused})"
             )
-            error.migration = self._record_if_readable(result.migration_id)
-            raise error
+            stopped.migration = self._record_if_readable(result.migration_id)
+            raise stopped
         record = self.migrations.get(result.migration_id)
         record.phases = self.logbooks.phases(result.migration_id)
         error = outcome_error(record, primary_exception(result.failure))
