@@ -167,6 +167,22 @@ class JobBoardUnavailable(FerryError):
         self.reason = reason
 
 
+class DatabaseUnavailable(FerryError):
+    """ferry's database refused a write (a full disk, a read-only file, a lock held past the
+    busy timeout, a server gone): the run stopped where it was and is resumable (``ferry resume
+    ID``) once the database takes writes again."""
+
+    def __init__(self, migration_id: str, reason: str) -> None:
+        super().__init__(
+            f"migration {migration_id} stopped: the database refused a write ({reason}); it is "
+            f"resumable: run `ferry resume {migration_id}` once the database takes writes again",
+            migration_id,
+            reason,
+        )
+        self.migration_id = migration_id
+        self.reason = reason
+
+
 class MigrationFailed(FerryError):
     """A migration ended ``failed`` or ``error``; ``status`` and the record's error say why."""
 

@@ -72,11 +72,13 @@ def _redis_board_class() -> type:
         claim_failed: Callable[[Any], None] | None = None
         supports_expiry = True
         #: a conductor's board skips claimed jobs while scanning (no claim attempt on them)
+        #: unless asked for every job (``iterjobs(only_unclaimed=False)``)
         only_unclaimed = False
 
-        def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Any:
+        def iterjobs(self, only_unclaimed: bool | None = None, ensure_fresh: bool = False) -> Any:
             return super().iterjobs(
-                only_unclaimed=only_unclaimed or self.only_unclaimed, ensure_fresh=ensure_fresh
+                only_unclaimed=self.only_unclaimed if only_unclaimed is None else only_unclaimed,
+                ensure_fresh=ensure_fresh,
             )
 
         @classmethod
@@ -138,9 +140,10 @@ def _zookeeper_board_class() -> type:
         supports_expiry = False
         only_unclaimed = False
 
-        def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Any:
+        def iterjobs(self, only_unclaimed: bool | None = None, ensure_fresh: bool = False) -> Any:
             return super().iterjobs(
-                only_unclaimed=only_unclaimed or self.only_unclaimed, ensure_fresh=ensure_fresh
+                only_unclaimed=self.only_unclaimed if only_unclaimed is None else only_unclaimed,
+                ensure_fresh=ensure_fresh,
             )
 
         def claim(self, job: Any, who: str) -> None:
@@ -169,6 +172,25 @@ def _zookeeper_board_class() -> type:
     return FerryZookeeperJobBoard
 
 
+def for_conductor(
+    board: Any,
+    *,
+    ttl: float,
+    claim_filter: ClaimFilter | None,
+    claim_failed: Callable[[Any], None] | None = None,
+) -> Any:
+    """Configure ``board`` as a conductor uses it: its claims expire after ``ttl`` seconds
+    (Redis; a ZooKeeper claim goes with the session), jobs ``claim_filter`` refuses are not
+    claimed (``claim_failed`` is told of a claim that failed), and only unclaimed jobs are
+    listed."""
+    if board.supports_expiry:
+        board.claim_expiry = ttl
+    board.claim_filter = claim_filter
+    board.claim_failed = claim_failed
+    board.only_unclaimed = True
+    return board
+
+
 def board_url(settings: JobBoardSettings) -> BoardURL:
     """The configured board URL with its password (from password_env / password_file)."""
     if not settings.url:
@@ -179,6 +201,39 @@ def board_url(settings: JobBoardSettings) -> BoardURL:
     url = parse_board_url(settings.url)
     password = settings.password()
     return url.with_password(password) if password is not None else url
+
+
+def make_board(
+    settings: JobBoardSettings,
+    name: str,
+    *,
+    persistence: Any = None,
+    timeout: float = 10.0,
+    session_timeout: float | None = None,
+    client: Any = None,
+) -> Any:
+    """The board (Redis or ZooKeeper) for ``settings``, not connected yet (:func:`open_board`
+    connects it). ``client``: a client of the caller's that the board uses and does not close
+    (TaskFlow's boards take one; by default each board makes and owns its own).
+
+    :raises ConfigError: no or a bad URL, or the client library is missing.
+    """
+    url = board_url(settings)
+    conf = board_conf(
+        url, namespace=settings.namespace, timeout=timeout, session_timeout=session_timeout
+    )
+    try:
+        cls = _redis_board_class() if url.kind == "redis" else _zookeeper_board_class()
+    except ImportError as exc:
+        extra = "redis>=7" if url.kind == "redis" else "kazoo"
+        raise ConfigError(
+            f"the job board {url.safe()} needs the Python module {exc.name!r} "
+            f"(pip install 'ferry[jobstore]' or '{extra}')"
+        ) from None
+    board = cls(name, conf, client=client, persistence=persistence)
+    board.safe_url = url.safe()
+    board.kind = url.kind
+    return board
 
 
 def open_board(
@@ -193,25 +248,14 @@ def open_board(
 
     :raises ConfigError: no or a bad URL. :raises JobBoardUnavailable: cannot connect.
     """
-    url = board_url(settings)
-    conf = board_conf(
-        url, namespace=settings.namespace, timeout=timeout, session_timeout=session_timeout
+    board = make_board(
+        settings, name, persistence=persistence, timeout=timeout, session_timeout=session_timeout
     )
     try:
-        cls = _redis_board_class() if url.kind == "redis" else _zookeeper_board_class()
-    except ImportError as exc:
-        extra = "redis>=7" if url.kind == "redis" else "kazoo"
-        raise ConfigError(
-            f"the job board {url.safe()} needs the Python module {exc.name!r} "
-            f"(pip install 'ferry[jobstore]' or '{extra}')"
-        ) from None
-    board = cls(name, conf, persistence=persistence)
-    board.safe_url = url.safe()
-    try:
-        if url.kind == "zookeeper":
+        if board.kind == "zookeeper":
             board.connect(timeout=timeout)
         else:
             board.connect()
     except Exception as exc:  # every client error: one line naming the URL, no password
-        raise JobBoardUnavailable(url.safe(), _reason(exc)) from None
+        raise JobBoardUnavailable(board.safe_url, _reason(exc)) from None
     return board

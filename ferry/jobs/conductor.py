@@ -41,7 +41,7 @@ from ferry.persistence.repository import LS, M
 from ferry.runner.lease import HandOff, OwnershipLost
 from ferry.runner.runner import FINISHED_FLOW_STATES, Runner
 
-from .board import open_board
+from .board import for_conductor, open_board
 from .limits import (
     WAITING_STATUSES,
     Blocked,
@@ -51,7 +51,7 @@ from .limits import (
     watch_destination,
 )
 from .ownership import Ownership
-from .store import JobRepository
+from .store import JobRepository, JobStore
 
 LOG = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class Conductor:
         self.slots = SlotRepository(runner.db, runner.settings.limits)
         self.jobs = JobRepository(runner.db)
         self.stopping = threading.Event()
+        self._rebuilt = threading.Event()  # set when run() returns: the rebuild loop ends
         self.board = open_board(
             runner.settings.jobboard,
             f"ferry-conductor-{self.name}",
@@ -135,11 +136,9 @@ class Conductor:
             timeout=max(2.0, min(self.ttl, 10.0)),
             session_timeout=self.ttl,  # ZooKeeper: ephemeral claims live as long as the lease
         )
-        if self.board.supports_expiry:
-            self.board.claim_expiry = self.ttl
-        self.board.claim_filter = self._may_claim
-        self.board.claim_failed = self._claim_failed
-        self.board.only_unclaimed = True
+        for_conductor(
+            self.board, ttl=self.ttl, claim_filter=self._may_claim, claim_failed=self._claim_failed
+        )
         self._not_before: dict[str, float] = {}
         self._snapshot: _Snapshot | None = None
         self._snapshot_lock = threading.Lock()
@@ -156,6 +155,8 @@ class Conductor:
             wait_timeout=self.poll_interval,
             max_simultaneous_jobs=self.max_jobs,
         )
+        self.store = JobStore(runner, board=self.board)
+        self.rebuild_interval = max(self.poll_interval, self.ttl)
         self._tf.notifier.register("job_consumed", self._on_consumed)
         self._tf.notifier.register("job_abandoned", self._on_abandoned)
 
@@ -173,7 +174,31 @@ class Conductor:
             self.safe_url,
             self.ttl,
         )
-        self._tf.run(max_dispatches=max_dispatches)
+        rebuilder = threading.Thread(
+            target=self._rebuild_loop, name=f"ferry-rebuild-{self.name}", daemon=True
+        )
+        rebuilder.start()
+        try:
+            self._tf.run(max_dispatches=max_dispatches)
+        finally:
+            self._rebuilt.set()
+
+    def rebuild_board(self) -> list[str]:
+        """Post again the jobs the board lost (:meth:`JobStore.rebuild`); never raises (a board
+        or database that cannot be reached now is tried again at the next round)."""
+        try:
+            return self.store.rebuild()
+        except Exception as exc:
+            LOG.warning("conductor %s: cannot rebuild the board now: %s", self.owner, exc)
+            return []
+
+    def _rebuild_loop(self) -> None:
+        """Every ``rebuild_interval`` seconds until stopped: the board checked against the
+        database, whose truth wins (a board restarted without its data loses no migration)."""
+        while True:
+            self.rebuild_board()
+            if self.stopping.wait(self.rebuild_interval) or self._rebuilt.is_set():
+                return
 
     def stop(self) -> None:
         """Stop claiming; the runs in progress hand their migrations over to another conductor
@@ -270,6 +295,12 @@ class Conductor:
         except errors.MigrationNotFound:
             LOG.error("job %s: migration %s does not exist; consumed unrun", job.uuid, mid)
             return True
+        except errors.MigrationInProgress as exc:
+            # a second job of a migration this conductor runs already (a board rebuilt while
+            # the run went on): given back; consumed unrun once the migration is finished
+            LOG.info("job %s: %s; given back", job.uuid, exc)
+            self._defer(job, max(1.0, self.ttl / 3))
+            return False
         except Exception:
             LOG.exception("conductor %s: job %s (migration %s) failed", self.owner, job.uuid, mid)
             self._defer(job, max(1.0, self.ttl / 3))

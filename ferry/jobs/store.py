@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from taskflow import exceptions as tf_exc, states as tf_states
 
 from ferry.errors import JobBoardUnavailable
+from ferry.model import MigrationStatus
 from ferry.persistence.db import Database
 from ferry.persistence.repository import M
 from ferry.runner.engine import FLOW_FACTORY, STORE_META_KEY
@@ -78,6 +79,35 @@ class JobRepository:
             )
             return res.rowcount == 1
 
+    def unconsumed_open(self) -> list[dict[str, Any]]:
+        """The job rows of migrations not finished yet whose jobs were never consumed."""
+        open_statuses = [s.value for s in MigrationStatus if not s.terminal]
+        q = (
+            sa.select(JOBS)
+            .join(M, M.c.id == JOBS.c.migration_id)
+            .where(JOBS.c.consumed_at.is_(None), M.c.status.in_(open_statuses))
+            .order_by(JOBS.c.posted_at)
+        )
+        with self.db.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def swap_job(self, migration_id: str, old_uuid: str | None, new_uuid: str) -> bool:
+        """Replace the job id ``old_uuid`` by ``new_uuid`` (once: False when another process
+        replaced it first)."""
+        with self.db.connect() as conn:
+            res = conn.execute(
+                JOBS.update()
+                .where(
+                    JOBS.c.migration_id == migration_id,
+                    JOBS.c.consumed_at.is_(None),
+                    JOBS.c.job_uuid == old_uuid
+                    if old_uuid is not None
+                    else JOBS.c.job_uuid.is_(None),
+                )
+                .values(job_uuid=new_uuid, posted_at=self.now())
+            )
+            return res.rowcount == 1
+
     def get(self, migration_id: str) -> dict[str, Any] | None:
         with self.db.connect() as conn:
             row = (
@@ -108,11 +138,11 @@ class JobStore:
     """The job board of one :class:`~ferry.runner.Runner`'s database and settings (opened on
     first use)."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, board: Any = None) -> None:
         self.runner = runner
         self.settings = runner.settings.jobboard
         self.jobs = JobRepository(runner.db)
-        self._board: Any = None
+        self._board: Any = board  # a connected board of the caller's (a conductor's), or None
         self._lock = threading.Lock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:client"
 
@@ -137,6 +167,12 @@ class JobStore:
     # ------------------------------------------------------------------ posting
     def post(self, migration_id: str) -> str:
         """Post the migration's job (its logbook and flow detail exist); returns the job id."""
+        job_uuid = self._post_job(migration_id)
+        self.jobs.posted(migration_id, job_uuid, job_name(migration_id), self.safe_url)
+        LOG.info("migration %s posted as job %s on %s", migration_id, job_uuid, self.safe_url)
+        return job_uuid
+
+    def _post_job(self, migration_id: str) -> str:
         board = self.board
         with contextlib.closing(self.runner.backend.get_connection()) as conn:
             book = conn.get_logbook(migration_id)
@@ -152,14 +188,43 @@ class JobStore:
             job = board.post(job_name(migration_id), book=book, details=details)
         except tf_exc.TaskFlowException as exc:
             raise self._failure(exc) from None
-        self.jobs.posted(migration_id, job.uuid, job.name, self.safe_url)
-        LOG.info("migration %s posted as job %s on %s", migration_id, job.uuid, self.safe_url)
         return str(job.uuid)
+
+    def rebuild(self) -> list[str]:
+        """Post again the job of every migration the database says is waiting for a conductor
+        (posted, never consumed, not finished) that the board does not hold: a board that lost
+        its data (Redis restarted without persistence, a ZooKeeper path removed) is rebuilt from
+        the database, which is the truth. Returns the migrations posted again.
+
+        Idempotent and safe to race: the job row is switched to the new job in one conditional
+        write before anything is posted, so of two processes rebuilding at once only one posts
+        (a process killed between the two leaves a job posted twice at worst: a conductor
+        consumes the second one unrun once the migration is finished)."""
+        rows = self.jobs.unconsumed_open()  # the database first: a job posted after is listed
+        if not rows:
+            return []
+        on_board = {str((job.details or {}).get("migration_id") or "") for job in self.board_jobs()}
+        reposted: list[str] = []
+        for row in rows:
+            mid = row["migration_id"]
+            if mid in on_board:
+                continue
+            marker = f"reposting:{self.owner}:{time.time():.6f}"
+            if not self.jobs.swap_job(mid, row["job_uuid"], marker):
+                continue  # another process is posting it again
+            job_uuid = self._post_job(mid)
+            self.jobs.swap_job(mid, marker, job_uuid)
+            self.runner.migrations.note(
+                mid, f"job posted again on {self.safe_url}: the board had lost it"
+            )
+            LOG.warning("migration %s: its job was not on the board; posted again", mid)
+            reposted.append(mid)
+        return reposted
 
     # ------------------------------------------------------------------ reading
     def board_jobs(self) -> list[Any]:
         try:
-            return list(self.board.iterjobs(ensure_fresh=True))
+            return list(self.board.iterjobs(only_unclaimed=False, ensure_fresh=True))
         except tf_exc.TaskFlowException as exc:
             raise self._failure(exc) from None
 
@@ -230,7 +295,7 @@ class JobStore:
                         "state": "missing",
                         "owner": row["last_owner"],
                         "status": record.status if record else None,
-                        "waiting_for": "not on the board any more: post it again",
+                        "waiting_for": "not on the board: a conductor posts it again",
                         "posted_at": row["posted_at"],
                         "dispatches": row["dispatches"],
                     }

@@ -269,6 +269,26 @@ class MigrationRepository:
             self._notify(migration_id, status.value, detail)
         return changed
 
+    def note(self, migration_id: str, detail: str) -> bool:
+        """Add ``detail`` to the status history under the current status (why a run stopped,
+        who resumed it) unless the migration has ended (its last entry stays its end)."""
+        with self.db.connect() as conn:
+            row = conn.execute(SELECT_STATUS, {"_id": migration_id}).first()
+            if row is None:
+                raise MigrationNotFound(migration_id)
+            if MigrationStatus(row.status).terminal:
+                return False
+            conn.execute(
+                INSERT_EV,
+                {
+                    "migration_id": migration_id,
+                    "status": row.status,
+                    "detail": detail,
+                    "at": self.now(),
+                },
+            )
+        return True
+
     def update(self, migration_id: str, **fields: Any) -> None:
         with self.db.connect() as conn:
             conn.execute(UPDATE_M, {"_id": migration_id, **fields, "updated_at": self.now()})

@@ -100,6 +100,8 @@ class Lease:
         self._confirmed = time.monotonic()
         self._lock = threading.Lock()
         self._renewing = threading.Lock()
+        #: the dead runner whose lease this one took over (None: it was free or expired)
+        self.taken_from: str | None = None
 
     # ------------------------------------------------------------------ taking
     def take(self, *, wait_stale: bool = False) -> bool:
@@ -119,6 +121,7 @@ class Lease:
                 LOG.warning(
                     "migration %s: taking over from dead runner %s", self.migration_id, holder
                 )
+                self.taken_from = holder
                 return self._taken()
             if not wait_stale:
                 return False

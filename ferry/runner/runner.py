@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from taskflow import exceptions as tf_exc, states
 from taskflow.types import notifier
 
@@ -175,17 +177,33 @@ class Runner:
                     f"migration {migration_id} is being run by {lease.holder()} "
                     f"(its lease expires in {lease.expires_in():.0f} s unless renewed)"
                 )
+            if lease.taken_from is not None:
+                self._note(
+                    migration_id,
+                    f"resumed by {lease.owner}: its runner {lease.taken_from} had stopped",
+                )
             heartbeat = self.heartbeat(lease.ttl)
             heartbeat.add(lease)
             try:
                 failure = self._drive(migration_id, lease, on_engine)
+            except (tf_exc.StorageFailure, sa_exc.SQLAlchemyError) as exc:
+                failure = exc  # the engine could not even be loaded
             finally:
                 heartbeat.remove(lease)
-                lease.end()
+                try:
+                    lease.end()
+                except sa_exc.SQLAlchemyError as exc:
+                    # the database refuses writes: the row stays until it expires or this
+                    # process is gone (a resume then takes it over)
+                    LOG.warning("migration %s: cannot release its lease: %s", migration_id, exc)
         finally:
             with self._running_lock:
                 self._running.discard(migration_id)
-        return RunResult(migration_id, self.flow_state(migration_id), failure, lease.lost_reason)
+        try:
+            flow_state = self.flow_state(migration_id)
+        except (tf_exc.StorageFailure, sa_exc.SQLAlchemyError) as exc:  # a locked database
+            flow_state, failure = None, failure or exc
+        return RunResult(migration_id, flow_state, failure, lease.lost_reason)
 
     def _drive(
         self, migration_id: str, lease: Lease, on_engine: Callable[[Any], None] | None
@@ -217,6 +235,15 @@ class Runner:
                 f"migration {result.migration_id}: this runner lost its lease "
                 f"({result.lost}); another runner continues it"
             )
+        refused = database_failure(result.failure) if not result.finished else None
+        if refused is not None:
+            stopped = errors.DatabaseUnavailable(result.migration_id, refused)
+            LOG.error("%s", stopped)
+            self._note(
+                result.migration_id, f"run stopped: the database refused a write ({refused})"
+            )
+            stopped.migration = self._record_if_readable(result.migration_id)
+            raise stopped
         record = self.migrations.get(result.migration_id)
         record.phases = self.logbooks.phases(result.migration_id)
         error = outcome_error(record, primary_exception(result.failure))
@@ -224,11 +251,49 @@ class Runner:
             raise error
         return record
 
+    def _note(self, migration_id: str, detail: str) -> None:
+        """Add ``detail`` to the status history, if the database takes it (else only logged)."""
+        try:
+            self.migrations.note(migration_id, detail)
+        except sa_exc.SQLAlchemyError as exc:
+            LOG.warning("migration %s: cannot record %r: %s", migration_id, detail, exc)
+
+    def _record_if_readable(self, migration_id: str) -> Migration | None:
+        try:
+            return self.migrations.get(migration_id)
+        except sa_exc.SQLAlchemyError:
+            return None
+
     def close(self) -> None:
         with self._heartbeats_lock:
             for beat in self._heartbeats.values():
                 beat.stop()
             self._heartbeats.clear()
+
+
+def database_failure(exc: BaseException | None) -> str | None:
+    """The database's own words when ``exc`` (or what caused it) is a refused write or a lost
+    database connection (TaskFlow's StorageFailure, a DB-API error); None otherwise."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    found: BaseException | None = None
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, tf_exc.StorageFailure | sa_exc.DBAPIError | sqlite3.Error):
+            found = found or cur
+            inner = cur.orig if isinstance(cur, sa_exc.DBAPIError) else None
+            if inner is not None or isinstance(cur, sqlite3.Error):
+                found = inner or cur
+                break
+        if isinstance(cur, tf_exc.WrappedFailure):
+            stack.extend(f.exception for f in cur)
+        stack.extend([cur.__cause__, getattr(cur, "cause", None)])
+    if found is None:
+        return None
+    return " ".join(str(found).split()) or type(found).__name__
 
 
 def primary_exception(exc: BaseException | None) -> BaseException | None:

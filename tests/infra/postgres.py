@@ -66,6 +66,16 @@ def start(directory: str, port: int | None = None) -> str:
         ),
         **run,  # type: ignore[arg-type]
     )
+    return start_again(directory, port)
+
+
+def start_again(directory: str, port: int) -> str:
+    """Start the cluster created in ``directory`` again (after :func:`stop`) on ``port``."""
+    binaries = pg_bin()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+    data = Path(directory)
+    run = dict(check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
     subprocess.run(
         _as_server_user(
             [

@@ -5,7 +5,8 @@
 
 Uses the Debian server binary (``apt-get install redis-server``), not the packaged service: the
 server listens on loopback only, on an ephemeral port, keeps its files (config, pid, log) in
-``DIR``, persists nothing, and is stopped by the PID it wrote there.
+``DIR``, persists nothing (unless started with ``persist``), and is stopped by the PID it wrote
+there.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def _pong(port: int) -> bool:
         return False
 
 
-def start(directory: str, port: int | None = None) -> str:
-    """Start a server whose files live in ``directory``; returns its ``redis://`` URL."""
+def start(directory: str, port: int | None = None, *, persist: bool = False) -> str:
+    """Start a server whose files live in ``directory``; returns its ``redis://`` URL.
+
+    ``persist``: an append-only file fsynced on every write (a restart keeps every job);
+    by default nothing is persisted (a restart empties the board)."""
     binary = redis_server_bin()
     if binary is None:
         raise RuntimeError("redis-server not found (apt-get install redis-server)")
@@ -65,7 +69,8 @@ def start(directory: str, port: int | None = None) -> str:
                 f"logfile {data / 'redis.log'}",
                 "daemonize yes",
                 'save ""',
-                "appendonly no",
+                "appendonly yes" if persist else "appendonly no",
+                "appendfsync always",
                 "",
             ]
         )
