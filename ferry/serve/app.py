@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from ferry import errors
 from ferry.api import Orchestrator
 from ferry.metrics import ProcessCollector
 from ferry.serve.metrics import (
@@ -24,7 +25,7 @@ from ferry.serve.metrics import (
     exposition,
     rejection_reasons,
 )
-from ferry.serve.replies import ApiError, error_response
+from ferry.serve.replies import ApiError, error_response, ferry_error
 from ferry.serve.routes import make_blueprint
 from ferry.serve.tokens import Role, TokenStore
 from ferry.serve.workers import Workers
@@ -88,6 +89,10 @@ def create_service_app(
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(errors.FerryError)
+    def ferry_failure(exc: errors.FerryError) -> Response:
+        return api_error(ferry_error(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

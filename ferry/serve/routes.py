@@ -8,13 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
-from ferry import __version__, errors
+from ferry import __version__
 from ferry.api import Orchestrator
 from ferry.model import Migration
 from ferry.serve import schemas
 from ferry.serve.events import EventFeed
 from ferry.serve.openapi import document
-from ferry.serve.replies import ApiError, ferry_error, json_body, needs
+from ferry.serve.replies import ApiError, json_body, needs
 from ferry.serve.routes_hosts import add_host_and_drain_routes
 from ferry.serve.tokens import Role
 from ferry.serve.workers import Workers
@@ -47,10 +47,7 @@ def make_blueprint(
     @needs(Role.OPERATOR)
     def create() -> Any:
         body = json_body(schemas.REQUEST_VALIDATOR)
-        try:
-            migration_id = workers.accept(schemas.to_request(body))
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        migration_id = workers.accept(schemas.to_request(body))
         status = orch.migrations.get(migration_id).status
         resp = jsonify({"id": migration_id, "status": status})
         resp.status_code = 202
@@ -65,10 +62,7 @@ def make_blueprint(
         host = request.args.get("host") or None
         limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = _int_arg("offset", 0, 0, None)
-        try:
-            rows = orch.list(status=status)
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        rows = orch.list(status=status)
         if instance is not None:
             rows = [m for m in rows if instance in (m.instance, m.instance_name)]
         if host is not None:
@@ -87,26 +81,17 @@ def make_blueprint(
     @bp.get("/migrations/<migration_id>")
     @needs(Role.READER)
     def show(migration_id: str) -> Response:
-        try:
-            return jsonify(record(migration_id))
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        return jsonify(record(migration_id))
 
     @bp.post("/migrations/<migration_id>/abort")
     @needs(Role.OPERATOR)
     def abort(migration_id: str) -> Response:
-        try:
-            return jsonify(_migration_json(orch.abort(migration_id)))
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        return jsonify(_migration_json(orch.abort(migration_id)))
 
     @bp.post("/migrations/<migration_id>/force-complete")
     @needs(Role.OPERATOR)
     def force_complete(migration_id: str) -> Response:
-        try:
-            return jsonify(_migration_json(orch.force_complete(migration_id)))
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        return jsonify(_migration_json(orch.force_complete(migration_id)))
 
     @bp.get("/migrations/<migration_id>/graph")
     @needs(Role.READER)
@@ -118,17 +103,12 @@ def make_blueprint(
             data = graph_bytes(run_graph(store.load(migration_id)), fmt)
         except GraphvizMissing as exc:
             raise ApiError(404, "GraphvizMissing", str(exc)) from None
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
         return Response(data, mimetype=GRAPH_TYPES[fmt])
 
     @bp.get("/migrations/<migration_id>/timeline")
     @needs(Role.READER)
     def timeline(migration_id: str) -> Response:
-        try:
-            view = store.load(migration_id)
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        view = store.load(migration_id)
         return jsonify([row.to_dict() for row in timeline_rows(view)])
 
     add_host_and_drain_routes(bp, orch, workers)

@@ -62,13 +62,10 @@ def add_host_and_drain_routes(bp: Blueprint, orch: Orchestrator, workers: Worker
             order=body.get("order") or "smallest",
             reason=body.get("reason"),
         )
-        try:
-            if body.get("dry_run"):
-                plan = orch.drain_service.plan(options)
-                return jsonify({"host": options.host, "plan": [e.to_dict() for e in plan]})
-            drain_id = orch.drain_service.start(options)
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        if body.get("dry_run"):
+            plan = orch.drain_service.plan(options)
+            return jsonify({"host": options.host, "plan": [e.to_dict() for e in plan]})
+        drain_id = orch.drain_service.start(options)
         workers.start_drain(drain_id)
         resp = jsonify({"id": drain_id, "status": orch.get_drain(drain_id).status})
         resp.status_code = 202
@@ -83,15 +80,9 @@ def add_host_and_drain_routes(bp: Blueprint, orch: Orchestrator, workers: Worker
     @bp.get("/drains/<drain_id>")
     @needs(Role.READER)
     def show_drain(drain_id: str) -> Response:
-        try:
-            return jsonify(orch.get_drain(drain_id).to_dict())
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        return jsonify(orch.get_drain(drain_id).to_dict())
 
     @bp.post("/drains/<drain_id>/abort")
     @needs(Role.OPERATOR)
     def abort_drain(drain_id: str) -> Response:
-        try:
-            return jsonify(orch.abort_drain(drain_id).to_dict())
-        except errors.FerryError as exc:
-            raise ferry_error(exc) from None
+        return jsonify(orch.abort_drain(drain_id).to_dict())

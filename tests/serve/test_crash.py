@@ -89,7 +89,9 @@ def test_sigkill_loses_no_accepted_migration(env: dict[str, str]) -> None:
             m = orch.get(mid)
             statuses = [h.status for h in m.history]
             assert m.status == "completed", (mid, statuses, m.error)
-            assert statuses.count("accepted") == 1 and statuses.count("completed") == 1
+            # status changes (a resume adds a note under the current status, not a change)
+            changes = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]
+            assert changes.count("accepted") == 1 and changes.count("completed") == 1, statuses
             assert where[m.instance_name or ""] == m.destination != m.source
             assert orch.runner.flow_state(mid) == "SUCCESS"
         assert len(orch.list()) == 3  # nothing was run twice as a new migration
