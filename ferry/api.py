@@ -28,7 +28,7 @@ from ferry.drivers.base import Driver
 from ferry.drivers.registry import DriverRegistry
 from ferry.jobs.limits import SlotRepository
 from ferry.jobs.store import JobStore
-from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus
+from ferry.model import Instance, Migration, MigrationRequest, MigrationStatus, as_request
 from ferry.model.drain import Drain, PlanEntry
 from ferry.persistence.db import Database, default_database_url
 from ferry.persistence.repository import MigrationRepository
@@ -475,33 +475,6 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_REQUEST_FIELDS = frozenset(
-    {"destination", "block_migration", "max_attempts", "overrides", "to_group", "not_with"}
-)
-
-
-def as_request(request: str | MigrationRequest, **fields: Any) -> MigrationRequest:
-    """``request`` itself, or a request for the instance ``request`` (name or UUID) with
-    ``fields``; a request object and fields together are refused."""
-    if isinstance(request, MigrationRequest):
-        given = {k: v for k, v in fields.items() if v is not None}
-        if given:
-            raise TypeError(f"pass a MigrationRequest or its fields, not both: {sorted(given)}")
-        return request
-    unknown = set(fields) - _REQUEST_FIELDS
-    if unknown:
-        raise TypeError(f"not fields of a migration request: {sorted(unknown)}")
-    return MigrationRequest(
-        instance=request,
-        destination=fields.get("destination"),
-        block_migration=fields.get("block_migration"),
-        max_attempts=fields.get("max_attempts"),
-        overrides=dict(fields.get("overrides") or {}),
-        to_group=fields.get("to_group"),
-        not_with=[str(v) for v in fields.get("not_with") or ()],
-    )
 
 
 __all__ = ["DrainHandle", "MigrationHandle", "Orchestrator", "as_request"]

@@ -161,6 +161,33 @@ class MigrationRequest(_Record):
     not_with: list[str] = field(default_factory=list)
 
 
+_REQUEST_FIELDS = frozenset(
+    {"destination", "block_migration", "max_attempts", "overrides", "to_group", "not_with"}
+)
+
+
+def as_request(request: str | MigrationRequest, **fields: Any) -> MigrationRequest:
+    """``request`` itself, or a request for the instance ``request`` (name or UUID) with
+    ``fields``; a request object and fields together are refused."""
+    if isinstance(request, MigrationRequest):
+        given = {k: v for k, v in fields.items() if v is not None}
+        if given:
+            raise TypeError(f"pass a MigrationRequest or its fields, not both: {sorted(given)}")
+        return request
+    unknown = set(fields) - _REQUEST_FIELDS
+    if unknown:
+        raise TypeError(f"not fields of a migration request: {sorted(unknown)}")
+    return MigrationRequest(
+        instance=request,
+        destination=fields.get("destination"),
+        block_migration=fields.get("block_migration"),
+        max_attempts=fields.get("max_attempts"),
+        overrides=dict(fields.get("overrides") or {}),
+        to_group=fields.get("to_group"),
+        not_with=[str(v) for v in fields.get("not_with") or ()],
+    )
+
+
 @dataclass
 class MigrateData(_Record):
     """Data gathered by the checks and handed to pre/transfer/post phases.
@@ -324,4 +351,5 @@ __all__ = [
     "PowerState",
     "StatusChange",
     "TransferProgress",
+    "as_request",
 ]
