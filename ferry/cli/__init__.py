@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "guest away, at most --max-parallel at once. Exits 0 only when HOST holds no running "
         "guest.",
     ),
+    "disable": (
+        "ferry.cli.drain:disable",
+        "Disable HOST for scheduling without draining it (its guests stay); `ferry undrain HOST` "
+        "enables it again.",
+    ),
     "drains": ("ferry.cli.drain:drains", "Drains (host maintenance), newest first."),
     "export": (
         "ferry.cli.viz:export",
@@ -95,7 +100,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "undrain": (
         "ferry.cli.drain:undrain",
-        "Enable HOST for scheduling again (refused while a drain of HOST is running).",
+        "Enable HOST for scheduling again, whether a drain or `ferry disable` disabled it "
+        "(refused while a drain of HOST is running).",
     ),
     "web": (
         "ferry.cli.viz:web",

@@ -1,5 +1,5 @@
-"""Host maintenance: ``drain``, ``undrain`` and ``drains``; ``show``, ``resume`` and ``abort``
-hand a drain's id to the functions here."""
+"""Host maintenance: ``drain``, ``disable``, ``undrain`` and ``drains``; ``show``, ``resume``
+and ``abort`` hand a drain's id to the functions here."""
 
 from __future__ import annotations
 
@@ -109,10 +109,23 @@ def drain(
 
 @click.command()
 @click.argument("host")
+@click.option("--reason", metavar="TEXT", default=None, help="Why (shown by `ferry hosts`).")
+@click.pass_obj
+@guarded
+def disable(state: State, host: str, reason: str | None) -> None:
+    """Disable HOST for scheduling without draining it (its guests stay); `ferry undrain HOST`
+    enables it again."""
+    state.orchestrator().disable_host(host, reason)
+    click.echo(f"{host}: disabled" + (f" ({reason})" if reason else ""))
+
+
+@click.command()
+@click.argument("host")
 @click.pass_obj
 @guarded
 def undrain(state: State, host: str) -> None:
-    """Enable HOST for scheduling again (refused while a drain of HOST is running)."""
+    """Enable HOST for scheduling again, whether a drain or `ferry disable` disabled it (refused
+    while a drain of HOST is running)."""
     drain_id = state.orchestrator().undrain(host)
     click.echo(f"{host}: enabled" + (f" (was disabled by drain {drain_id})" if drain_id else ""))
 

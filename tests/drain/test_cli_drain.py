@@ -151,3 +151,22 @@ def test_submit_without_a_board_is_one_line_and_changes_nothing(env: dict[str, s
     assert code != 0 and err.count("\n") == 1, err
     code, out, _ = ferry(env, "drains", "--json")
     assert json.loads(out) == []
+
+
+def test_disable_without_a_drain_then_undrain(env: dict[str, str]) -> None:
+    code, out, _ = ferry(env, "disable", "dst-1", "--reason", "firmware")
+    assert code == 0 and "dst-1: disabled (firmware)" in out
+    code, out, _ = ferry(env, "hosts", "--json")
+    dst1 = next(h for h in json.loads(out) if h["name"] == "dst-1")
+    assert dst1["enabled"] is False and dst1["disabled_reason"] == "firmware"
+    assert dst1["drain"] is None
+    code, _, err = ferry(env, "migrate", "g-00", "--to", "dst-1")
+    assert code != 0 and "disabled" in err and err.count("\n") == 1
+    code, out, _ = ferry(env, "drain", "src", "--dry-run", "--json")
+    assert all(g["destination"] != "dst-1" for g in json.loads(out)["guests"])
+    code, _, err = ferry(env, "disable", "nope")
+    assert code != 0 and "not a configured host" in err
+    code, out, _ = ferry(env, "undrain", "dst-1")
+    assert code == 0 and out.strip() == "dst-1: enabled"
+    code, out, _ = ferry(env, "hosts", "--json")
+    assert all(h["enabled"] for h in json.loads(out))
