@@ -18,6 +18,7 @@ arriving when the drain began) waits until that migration ends.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -244,6 +245,14 @@ class DrainRun:
         host = drain.host
         if drain.options.get("submit"):
             while not migrations.get(mid).done:
+                if migrations.field(mid, "abort_requested"):
+                    # aborted: no conductor may ever run it (none is running, or none took it
+                    # yet), so revert it here; one that holds its lease keeps it
+                    # (MigrationInProgress) and reverts it at its next step
+                    with contextlib.suppress(errors.FerryError):
+                        self.runner.run(mid)
+                    if migrations.get(mid).done:
+                        break
                 self._idle.wait(self.poll)
             return
         while True:

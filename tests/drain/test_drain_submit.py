@@ -93,3 +93,27 @@ def test_submit_two_conductors_one_killed(
     assert {rows[m]["consumed_by"].rsplit(":", 1)[1] for m in mids} <= {"c1", "c2"}
     assert any(rows[m]["dispatches"] == 2 for m in mids), rows
     assert any(rows[m]["consumed_by"].endswith(f":{survivor}") for m in mids)
+
+
+def test_submit_aborted_with_no_conductor_running(
+    setup: tuple[Orchestrator, Conductors, list[str]],
+) -> None:
+    """Posted migrations that no conductor takes: the abort reverts them in the drain's own
+    process (it does not wait for a conductor forever); the guests stay on h1."""
+    orch, _group, vms = setup
+    handle = orch.drain("h1", max_parallel=2, submit=True, wait=False)
+
+    def posted() -> list[str] | None:
+        mids = [str(g.migration) for g in handle.drain.guests if g.migration]
+        return mids if len(mids) == 2 else None
+
+    mids = wait_for(posted, 60, "two migrations posted")
+    d = handle.abort()
+    assert d.status == "cancelled", [(g.instance, g.state, g.reason) for g in d.guests]
+    sim = sim_of(orch)
+    for name in vms:
+        inst = sim.find_instance(name)
+        assert inst is not None and inst.host == "h1"
+    for mid in mids:
+        assert orch.get(mid).status == "cancelled"
+    assert not orch.leases.all()
