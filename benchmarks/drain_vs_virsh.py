@@ -2,20 +2,24 @@
 """``ferry drain`` against ``virsh migrate --live --p2p`` through ``xargs -P2``, on the project's
 real libvirt test hosts, both as whole processes started from a shell.
 
-Brings up the libvirt hosts of ``tests/infra/libvirt_hosts.py`` (only lv-a and lv-b are used) on
-their own subnet with ``benchmarks/libvirt_vs_virsh.py``'s ``hosts_up`` and ``Bench`` (the same
-hosts, guests and ferry CLI configuration as that benchmark), starts 4 small "idle" guests on
-lv-a (RAM filled once with pseudo-random data, then halted) and moves all 4 back and forth:
+Brings up the three libvirt hosts of ``tests/infra/libvirt_hosts.py`` on their own subnet with
+``benchmarks/libvirt_vs_virsh.py``'s ``hosts_up`` and ``Bench`` (the same hosts, guests and ferry
+CLI configuration as that benchmark; lv-c's advertised free RAM raised to 4 guests' worth with
+FERRY_LV_C_FREE_MIB), starts 4 small "idle" guests on lv-a (RAM filled once with pseudo-random
+data, then halted) and moves all 4 back and forth:
 
-  drain  ``sh -c 'python -m ferry drain lv-a --max-parallel 2 --to lv-b'``: one ferry process
+  drain  ``sh -c 'python -m ferry drain lv-a --max-parallel 2'``: one ferry process
          (FERRY_CONFIG / FERRY_DB: one SQLite file for the whole run) that plans, disables lv-a,
          runs the 4 migrations at most 2 at once, follows them and prints its report; then,
-         untimed, ``ferry undrain lv-a``
-  virsh  ``sh -c 'printf "%s\\n" G1 G2 G3 G4 | xargs -P2 -I{} virsh -c qemu+tcp://B/system
-         migrate --live --p2p --persistent --undefinesource {} qemu+tcp://A/system'``: a virsh
-         process and connection per guest, 2 at once
+         untimed, ``ferry undrain lv-a``. No ``--to``: each test host has the machine's 2
+         vCPUs and ferry does not overcommit vCPUs, so one destination takes only 2 of the
+         1-vCPU guests; the scheduler puts 2 on lv-b and 2 on lv-c
+  virsh  ``sh -c "printf '%s\\n' '-c qemu+tcp://B/system migrate --live --p2p --persistent
+         --undefinesource G1 qemu+tcp://A/system' ... | xargs -P2 -L1 virsh -q"``: every guest
+         back to lv-a from where the drain put it, a virsh process and connection per guest,
+         2 at once
 
-alternating A B A B: each pair is a drain lv-a -> lv-b, then virsh lv-b -> lv-a, after one
+alternating A B A B: each pair is a drain out of lv-a, then virsh back into lv-a, after one
 untimed warm-up pair. A run counts when its process exits 0 and every guest then runs on the
 destination. Printed (Markdown): each pair's wall seconds and its ratio drain / virsh, p50 and
 p90 of each tool, the median of the per-pair ratios and the target (<= 1.15: PASS or FAIL), and
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,6 +77,7 @@ class Run:
     ok: bool
     error: str | None
     load1: float
+    command: str = ""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -110,18 +116,32 @@ class DrainBench:
         for name in self.names:
             self.bench.remove_guest(name)
 
-    def drain_command(self, src: str, dst: str) -> str:
-        s, d = self.bench.hosts[src].name, self.bench.hosts[dst].name
-        return f"{self.ferry} drain {s} --max-parallel {PARALLEL} --to {d}"
+    def where(self, name: str) -> str | None:
+        """The key of the host the guest is active on (None: nowhere)."""
+        for key, conn in self.bench.conns.items():
+            try:
+                if conn.lookupByName(name).isActive():
+                    return key
+            except self.bench.lv.libvirtError:
+                continue
+        return None
 
-    def virsh_command(self, src: str, dst: str) -> str:
-        s, d = self.bench.hosts[src], self.bench.hosts[dst]
-        names = " ".join(self.names)
-        virsh = (
-            f"virsh -q -c {s.uri} migrate --live --p2p --persistent --undefinesource {{}} "
-            f"qemu+tcp://{d.ip}/system"
-        )
-        return f"printf '%s\\n' {names} | xargs -P{PARALLEL} -I{{}} {virsh}"
+    def drain_command(self) -> str:
+        return f"{self.ferry} drain {self.bench.a.name} --max-parallel {PARALLEL}"
+
+    def virsh_command(self) -> str:
+        """Every guest back to lv-a from where the drain put it: one ``virsh`` argument line
+        per guest, ``xargs -L1`` runs one virsh per line, PARALLEL at once."""
+        a = self.bench.a
+        lines = []
+        for name in self.names:
+            src = self.bench.hosts[self.where(name) or "B"]
+            lines.append(
+                f"-c {src.uri} migrate --live --p2p --persistent --undefinesource {name} "
+                f"qemu+tcp://{a.ip}/system"
+            )
+        listing = " ".join(shlex.quote(line) for line in lines)
+        return f"printf '%s\\n' {listing} | xargs -P{PARALLEL} -L1 virsh -q"
 
     def shell(self, command: str) -> tuple[float, subprocess.CompletedProcess[str]]:
         t0 = time.perf_counter()
@@ -135,40 +155,48 @@ class DrainBench:
         )
         return time.perf_counter() - t0, res
 
-    def run(self, tool: str, src: str, dst: str) -> Run:
+    def run(self, tool: str) -> Run:
         time.sleep(SETTLE_S)
         load1 = os.getloadavg()[0]
-        command = self.drain_command(src, dst) if tool == DRAIN else self.virsh_command(src, dst)
+        before = [self.where(n) for n in self.names]
+        command = self.drain_command() if tool == DRAIN else self.virsh_command()
         wall, res = self.shell(command)
+        after = {n: self.where(n) for n in self.names}
         error = None
         if res.returncode != 0:
-            error = f"exit {res.returncode}: " + (res.stderr.strip() or res.stdout.strip())[-500:]
-        else:
-            hosts = {n: self.bench.where(n) for n in self.names}
-            away = {n: where for n, where in hosts.items() if where != dst}
+            error = f"exit {res.returncode}: {res.stderr.strip()[-500:]}\n{res.stdout[-2000:]}"
+        else:  # the drain: anywhere but lv-a; virsh: back on lv-a
+            away = {n: w for n, w in after.items() if (w in (None, "A")) == (tool == DRAIN)}
             if away:
-                error = "not on the destination afterwards: " + ", ".join(
-                    f"{n} on {where or 'no host'}" for n, where in away.items()
+                error = "not where expected afterwards: " + ", ".join(
+                    f"{n} on {w or 'no host'}" for n, w in away.items()
                 )
         if tool == DRAIN:  # untimed: lv-a stays disabled until undrained
-            _, undrain = self.shell(f"{self.ferry} undrain {self.bench.hosts[src].name}")
+            _, undrain = self.shell(f"{self.ferry} undrain {self.bench.a.name}")
             if undrain.returncode != 0:
                 error = error or f"undrain failed: {undrain.stderr.strip()[-300:]}"
-        return Run(tool, f"{src}->{dst}", wall, error is None, error, load1)
+
+        def names(keys: Iterable[str | None]) -> str:
+            return "+".join(sorted({self.bench.hosts[k].name for k in keys if k}))
+
+        direction = f"{names(before)} -> {names(after.values())}"
+        return Run(tool, direction, wall, error is None, error, load1, command)
 
 
 def run_pairs(db: DrainBench, pairs: int) -> list[tuple[Run, Run]]:
     out: list[tuple[Run, Run]] = []
-    note(f"   drain: {db.drain_command('A', 'B')}")
-    note(f"   virsh: {db.virsh_command('B', 'A')}")
     for i in range(pairs + 1):
         label = "warm-up" if i == 0 else f"pair {i}/{pairs}"
-        drain = db.run(DRAIN, "A", "B")
+        drain = db.run(DRAIN)
         note(f"   {label} drain {drain.direction} {drain.wall_s:6.3f} s load {drain.load1:.2f}")
+        if i == 0:
+            note(f"     {drain.command}")
         if not drain.ok:
             raise RuntimeError(f"{label}: drain {drain.direction} failed: {drain.error}")
-        virsh = db.run(VIRSH, "B", "A")
+        virsh = db.run(VIRSH)
         note(f"   {label} virsh {virsh.direction} {virsh.wall_s:6.3f} s load {virsh.load1:.2f}")
+        if i == 0:
+            note(f"     {virsh.command}")
         if not virsh.ok:
             raise RuntimeError(f"{label}: virsh {virsh.direction} failed: {virsh.error}")
         if i:
@@ -184,7 +212,7 @@ def print_table(pairs: list[tuple[Run, Run]], memory_mib: int) -> dict[str, obje
     )
     print()
     print(
-        "| pair | `ferry drain` lv-a → lv-b s | `virsh` via `xargs -P2` lv-b → lv-a s "
+        "| pair | `ferry drain` lv-a → lv-b+lv-c s | `virsh` via `xargs -P2` lv-b+lv-c → lv-a s "
         "| drain / virsh |"
     )
     print("|---|---|---|---|")
@@ -195,7 +223,7 @@ def print_table(pairs: list[tuple[Run, Run]], memory_mib: int) -> dict[str, obje
     print("|---|---|---|---|---|")
     summary: dict[str, object] = {}
     for tool, label, idx in (
-        (DRAIN, f"`ferry drain --max-parallel {PARALLEL} --to`", 0),
+        (DRAIN, f"`ferry drain lv-a --max-parallel {PARALLEL}`", 0),
         (VIRSH, f"`virsh migrate --live --p2p` via `xargs -P{PARALLEL}`", 1),
     ):
         walls = [p[idx].wall_s for p in pairs]
@@ -248,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print("drain_vs_virsh: must run as root (network namespaces, libvirtd)", file=sys.stderr)
         return 2
     directory = Path(tempfile.gettempdir()) / f"ferry-bench-drain-{args.net}"
+    # lv-c advertises 48 MiB free by default (the tests' low-memory host); room for 2 guests here
+    os.environ.setdefault("FERRY_LV_C_FREE_MIB", str(4 * args.memory))
     info = machine_info()
     started = time.perf_counter()
     load_before = load()
