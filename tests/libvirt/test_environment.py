@@ -310,7 +310,10 @@ def test_dirty_guest_does_not_converge_at_32_mib_s(
     dom.abortJob()
     job.finish()
     assert job.error is not None
-    assert job.error.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED
+    # libvirt reports the abort, or (when the destination's QEMU saw the stream end first) the
+    # destination's failed load: both are this abort
+    aborted = job.error.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED
+    assert aborted or "load of migration failed" in str(job.error), job.error
     guest.wait_passes(passes + 1)  # still running, still dirtying, on the source
     print(f"\ndirty guest after {len(samples)} samples: {samples[-1]}")
 

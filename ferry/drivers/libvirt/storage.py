@@ -29,6 +29,27 @@ def esc(value: str) -> str:
     return escape(value, {"'": "&apos;", '"': "&quot;"})
 
 
+#: libvirt refuses to refresh a pool while a volume job runs in it (another migration's disk or
+#: marker being written): tried again this many times, this long apart (s)
+REFRESH_TRIES = 40
+REFRESH_PAUSE = 0.05
+
+
+def refresh(pool: Any, pause: Any = time.sleep) -> None:
+    """``pool.refresh()``, tried again while libvirt says the pool has asynchronous jobs
+    running (two migrations into one host at once); other errors are raised at once."""
+    lv = libvirt_module()
+    for attempt in range(REFRESH_TRIES):
+        try:
+            pool.refresh(0)
+            return
+        except lv.libvirtError as exc:
+            busy = "asynchronous jobs running" in message(exc)
+            if not busy or attempt == REFRESH_TRIES - 1:
+                raise
+            pause(REFRESH_PAUSE)
+
+
 def volume(pool: Any, name: str) -> Any | None:
     """The volume ``name`` of ``pool``, or None."""
     lv = libvirt_module()
@@ -67,7 +88,7 @@ class Storage:
                 if now - refreshed <= max_age:
                     return pool
                 try:
-                    pool.refresh(0)
+                    refresh(pool)
                 except lv.libvirtError as exc:
                     if error_code(exc) not in (
                         lv.VIR_ERR_NO_STORAGE_POOL,
@@ -97,7 +118,7 @@ class Storage:
                             raise
             if not pool.isActive():
                 pool.create(0)
-            pool.refresh(0)
+            refresh(pool)
             if keep:
                 self._pools[host] = (conn, pool, now)
             return pool

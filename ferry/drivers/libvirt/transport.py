@@ -25,7 +25,7 @@ from typing import Any
 
 from ferry.drivers.libvirt.connection import is_ip, libvirt_module, message
 from ferry.drivers.libvirt.lookup import Lookup
-from ferry.drivers.libvirt.storage import esc
+from ferry.drivers.libvirt.storage import esc, refresh
 from ferry.transport import MULTIFD_COMPRESSIONS, Transport, network_of
 
 LOG = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def missing_certificates(lookup: Lookup, host: str, files: tuple[str, ...]) -> s
             existing = _pool_on(conn, path)
             if existing is None:
                 return f"{path} cannot be read ({message(exc)})"
-            existing.refresh(0)
+            refresh(existing)
             return list(existing.listVolumes())
         try:
             return list(pool.listVolumes())
